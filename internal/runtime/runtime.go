@@ -1,0 +1,128 @@
+// Package runtime owns the Runtime interface: how a sandbox's isolated
+// environment (root filesystem, namespaces, limits, network) is created,
+// reached, paused and destroyed. Drivers live in subpackages (local: runc's
+// libcontainer + overlayfs + netns) and all pass the conformance suite in
+// runtime/conformance. The interface does not assume containers: a microVM
+// driver fits it too.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+)
+
+// Errors drivers return (wrapped) so callers can branch on them.
+var (
+	// ErrNotFound: the runtime knows no sandbox with that ID.
+	ErrNotFound = errors.New("sandbox not found in runtime")
+	// ErrExists: a sandbox with that ID already exists.
+	ErrExists = errors.New("sandbox already exists in runtime")
+)
+
+// EnvdPort is the port envd listens on inside every sandbox.
+const EnvdPort = 49983
+
+// Resources are the limits of one sandbox.
+type Resources struct {
+	// CPUs is the CPU quota in cores (0.5 = half a core); 0 means no limit.
+	CPUs float64
+	// MemoryBytes caps memory (and memory+swap); 0 means no limit.
+	MemoryBytes int64
+	// Pids caps the number of tasks; 0 means no limit.
+	Pids int64
+}
+
+// Network is the network policy of one sandbox.
+type Network struct {
+	// Internet allows egress to the outside through the host's NAT.
+	Internet bool
+}
+
+// Spec describes a sandbox to create.
+type Spec struct {
+	// ID is the sandbox ID (`i` + 20 [a-z0-9]); unique per runtime.
+	ID string
+	// Layers are absolute paths of read-only root filesystem layers, lowest
+	// first. Files are owned by IDs already shifted into the sandbox's user
+	// namespace range (see UIDBase).
+	Layers []string
+	// Hostname inside the sandbox; empty means the ID.
+	Hostname string
+	// Resources are the sandbox's limits.
+	Resources Resources
+	// Network is the sandbox's network policy.
+	Network Network
+	// Labels are opaque key/values stored with the sandbox and returned by
+	// Inspect, so a control plane can re-adopt sandboxes after a restart.
+	Labels map[string]string
+}
+
+// UIDBase and UIDCount describe the user namespace mapping of sandboxes:
+// ID 0 inside is UIDBase outside, for UIDCount IDs. Template layers are
+// stored with ownership already shifted by UIDBase.
+const (
+	UIDBase  = 100000
+	UIDCount = 65536
+)
+
+// State is the run state of a sandbox as the runtime sees it.
+type State string
+
+// States a sandbox can be in.
+const (
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	StateStopped State = "stopped" // its init exited; Destroy to clean up
+)
+
+// Info describes an existing sandbox.
+type Info struct {
+	ID        string
+	State     State
+	CreatedAt time.Time
+	// Addr is the sandbox's address on the host network (may be empty when
+	// the driver only offers Dial).
+	Addr   string
+	Labels map[string]string
+}
+
+// Stats are resource usage counters of a sandbox.
+type Stats struct {
+	CPUUsage    time.Duration // cumulative CPU time
+	CPUs        float64       // CPU quota in cores (0: unlimited)
+	MemoryUsed  int64         // bytes, excluding page cache
+	MemoryCache int64         // bytes of page cache
+	MemoryLimit int64         // bytes (0: unlimited)
+	DiskUsed    int64         // bytes written to the sandbox's writable layer
+	Pids        int64         // current tasks
+}
+
+// Runtime creates and manages sandboxes. Implementations are safe for
+// concurrent use; operations on different IDs do not serialise.
+type Runtime interface {
+	// Create builds and starts a sandbox whose PID 1 is envd. It returns once
+	// the init process runs (envd may not be listening yet; callers poll
+	// /health through Dial). On error nothing of the sandbox is left behind.
+	Create(ctx context.Context, spec Spec) (Info, error)
+	// Inspect returns a sandbox's info; ErrNotFound when it does not exist.
+	Inspect(ctx context.Context, id string) (Info, error)
+	// List returns every sandbox the runtime has, including half-created or
+	// stopped ones, so a control plane can adopt or reap them after a restart.
+	List(ctx context.Context) ([]Info, error)
+	// Dial connects to a TCP port inside the sandbox, including ports bound
+	// only to the sandbox's loopback.
+	Dial(ctx context.Context, id string, port int) (net.Conn, error)
+	// Pause freezes every process of the sandbox; Resume thaws them.
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+	// Stats returns resource usage.
+	Stats(ctx context.Context, id string) (Stats, error)
+	// Destroy kills the sandbox and removes every trace of it: processes,
+	// mounts, cgroups, network devices, writable layer, state. Destroying a
+	// sandbox that does not exist is not an error.
+	Destroy(ctx context.Context, id string) error
+	// Close releases the runtime's own resources; sandboxes keep running.
+	Close() error
+}
