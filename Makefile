@@ -5,6 +5,7 @@ BIN ?= bin/paddock
 TOOLS := $(CURDIR)/.tools
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_CONNECT_GO := connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.21.1
+OAPI_CODEGEN := github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@v2.8.2
 # The binary is static so the same file runs on the host and, bind-mounted,
 # inside every sandbox whatever libc the template has.
 BUILD_TAGS := seccomp osusergo netgo
@@ -14,7 +15,7 @@ LDFLAGS := -s -w -linkmode external -extldflags "-static"
 
 help:
 	@echo "make build      build $(BIN) (static, cgo, seccomp)"
-	@echo "make generate   regenerate Go code from api/ (protoc, protoc-gen-go, protoc-gen-connect-go)"
+	@echo "make generate   regenerate Go code from api/ (protoc + protoc-gen-go + protoc-gen-connect-go; oapi-codegen)"
 	@echo "make test       go vet + Go tests (race) + SDK tests; what .ci/run runs"
 	@echo "make test-go    Go tests only"
 	@echo "make test-sdk   the official E2B SDK suites (test/sdk) against the real binary"
@@ -31,6 +32,7 @@ generate:
 		--go_out=api/envd --go_opt=paths=source_relative \
 		--connect-go_out=api/envd --connect-go_opt=paths=source_relative \
 		process/process.proto filesystem/filesystem.proto
+	$(GO) run $(OAPI_CODEGEN) -config internal/platform/api/config.yaml api/openapi.yaml
 
 vet:
 	$(GO) vet -tags '$(BUILD_TAGS)' ./...
