@@ -7,6 +7,8 @@ package store
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"time"
 )
 
 // Errors returned (wrapped) by drivers.
@@ -73,11 +75,18 @@ func Delete(ctx context.Context, s Store, collection, key string) error {
 }
 
 // Update reads a record, lets fn compute its new value and writes it back
-// only if nobody changed it meanwhile, retrying on conflicts. fn receives nil
-// when the record is absent and returns nil to delete it. An error from fn
-// aborts the update and is returned as is.
+// only if nobody changed it meanwhile, retrying on conflicts after a short
+// random pause (so that many writers of one hot record all get through).
+// fn receives nil when the record is absent and returns nil to delete it; it
+// may run several times. An error from fn aborts the update and is returned
+// as is.
 func Update(ctx context.Context, s Store, collection, key string, fn func(old []byte) ([]byte, error)) error {
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
+		}
 		old, err := s.Get(ctx, collection, key)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -93,11 +102,32 @@ func Update(ctx context.Context, s Store, collection, key string, fn func(old []
 			op.Cond, op.Old = IfEqual, old
 		}
 		err = s.Apply(ctx, op)
-		if !errors.Is(err, ErrConflict) || attempt >= 100 {
+		if !errors.Is(err, ErrConflict) || attempt >= maxUpdateAttempts {
 			return err
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	}
+}
+
+// maxUpdateAttempts bounds Update's retries; with backoff it is reached only
+// if a driver is broken (its Get disagrees with its IfEqual).
+const maxUpdateAttempts = 1000
+
+// backoff sleeps a random time below min(50µs·2^attempt, 5ms), or returns
+// ctx's error when it ends first.
+func backoff(ctx context.Context, attempt int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ceiling := 5 * time.Millisecond
+	if attempt < 7 {
+		ceiling = 50 * time.Microsecond << attempt
+	}
+	t := time.NewTimer(rand.N(ceiling) + time.Microsecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
