@@ -1,0 +1,219 @@
+// Package platform owns the Platform API edge: the REST handlers E2B SDKs
+// call with X-API-KEY (sandboxes today; templates and snapshots later), API
+// key authentication with failure rate limiting, CORS, and the mapping of
+// service errors to E2B's {"code","message"} error shape. Wire types are
+// generated from api/openapi.yaml (package platform/api).
+package platform
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/paddockhq/paddock/internal/platform/api"
+	"github.com/paddockhq/paddock/internal/sandbox"
+)
+
+// Authenticator verifies API keys.
+type Authenticator interface {
+	// Authenticate returns the team an API key belongs to, or an error when
+	// the key is malformed, unknown, revoked or expired.
+	Authenticate(ctx context.Context, apiKey string) (team string, err error)
+}
+
+// FailureLimiter rate-limits failed authentication per client address.
+type FailureLimiter interface {
+	// Blocked reports whether addr is blocked and for how long.
+	Blocked(addr string) (bool, time.Duration)
+	// Failed records a failed attempt from addr.
+	Failed(addr string)
+}
+
+// Config configures the API handler.
+type Config struct {
+	Sandboxes *sandbox.Service
+	Auth      Authenticator
+	Limiter   FailureLimiter
+	// Health reports readiness and named checks for GET /health.
+	Health  func() (ready bool, checks map[string]string)
+	Version string
+	Runtime string
+	// DefaultTimeoutV1/V2 are create timeouts when the request has none.
+	DefaultTimeoutV1 time.Duration
+	DefaultTimeoutV2 time.Duration
+	Logger           *slog.Logger
+}
+
+// Server implements api.ServerInterface.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+}
+
+type teamKey struct{}
+
+// New returns the Platform API handler.
+func New(cfg Config) http.Handler {
+	if cfg.DefaultTimeoutV1 == 0 {
+		cfg.DefaultTimeoutV1 = 15 * time.Second
+	}
+	if cfg.DefaultTimeoutV2 == 0 {
+		cfg.DefaultTimeoutV2 = 300 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("route %s %s not found", r.Method, r.URL.Path))
+	})
+	api.HandlerWithOptions(s, api.StdHTTPServerOptions{
+		BaseRouter: mux,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(w, http.StatusBadRequest, err.Error())
+		},
+	})
+	return withCORS(s.authenticate(mux))
+}
+
+// authenticate checks X-API-KEY on every route but /health, rate limiting
+// failures per client address.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" || r.Method == http.MethodOptions {
+			next.ServeHTTP(w, r)
+			return
+		}
+		addr := clientAddr(r)
+		if s.cfg.Limiter != nil {
+			if blocked, wait := s.cfg.Limiter.Blocked(addr); blocked {
+				secs := int(wait.Round(time.Second) / time.Second)
+				if secs < 1 {
+					secs = 1
+				}
+				w.Header().Set("Retry-After", strconv.Itoa(secs))
+				writeError(w, http.StatusTooManyRequests, "too many failed authentication attempts; retry later")
+				return
+			}
+		}
+		key := r.Header.Get("X-API-Key")
+		if key == "" {
+			if s.cfg.Limiter != nil {
+				s.cfg.Limiter.Failed(addr)
+			}
+			writeError(w, http.StatusUnauthorized, "missing API key: send it in the X-API-KEY header")
+			return
+		}
+		team, err := s.cfg.Auth.Authenticate(r.Context(), key)
+		if err != nil {
+			if s.cfg.Limiter != nil {
+				s.cfg.Limiter.Failed(addr)
+			}
+			s.log.Info("authentication failed", "remote", addr, "err", err)
+			writeError(w, http.StatusUnauthorized, "invalid API key")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), teamKey{}, team)))
+	})
+}
+
+func teamOf(r *http.Request) string {
+	t, _ := r.Context().Value(teamKey{}).(string)
+	return t
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// writeError writes E2B's error body: code is the HTTP status.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, api.Error{Code: int32(status), Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// maxBody bounds request bodies of the Platform API.
+const maxBody = 1 << 20
+
+// decode reads a JSON body into v; an empty body leaves v untouched unless
+// required.
+func decode(r *http.Request, v any, required bool) error {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return fmt.Errorf("read request body: %w", err)
+	}
+	if len(raw) > maxBody {
+		return fmt.Errorf("request body exceeds %d bytes", maxBody)
+	}
+	if len(strings.TrimSpace(string(raw))) == 0 {
+		if required {
+			return errors.New("request body is required")
+		}
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("invalid JSON body: %w", err)
+	}
+	return nil
+}
+
+// serviceError maps sandbox service errors to API errors.
+func (s *Server) serviceError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, sandbox.ErrTemplate):
+		status = http.StatusNotFound
+	case errors.Is(err, sandbox.ErrForbidden):
+		status = http.StatusForbidden
+	case errors.Is(err, sandbox.ErrConflict):
+		status = http.StatusConflict
+	case errors.Is(err, sandbox.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, sandbox.ErrNotReady):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled):
+		status = 499
+	}
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, status, err.Error())
+}
+
+func withCORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Origin") != "" {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", "*")
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, X-API-Key, X-Team-ID, Content-Type, browser, lang, lang_version, package_version, publisher, sdk_runtime, system, User-Agent")
+			h.Set("Access-Control-Expose-Headers", "X-Next-Token, X-Total-Running, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset")
+			h.Set("Access-Control-Max-Age", "7200")
+			if r.Method == http.MethodOptions {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}

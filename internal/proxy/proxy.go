@@ -1,0 +1,258 @@
+// Package proxy owns the data plane: it recognises requests meant for a
+// sandbox port (hosts <port>-<sandboxID>.<domain>, or the E2b-Sandbox-Id and
+// E2b-Sandbox-Port headers on a shared host), checks traffic tokens, keeps
+// envd's control routes unreachable from outside, and streams requests both
+// ways (Connect streams, WebSockets, large bodies) into the sandbox.
+package proxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvdPort is envd's port inside sandboxes.
+const EnvdPort = 49983
+
+// Header names of the E2B routing and traffic protocol.
+const (
+	HeaderSandboxID    = "E2b-Sandbox-Id"
+	HeaderSandboxPort  = "E2b-Sandbox-Port"
+	HeaderTrafficToken = "E2b-Traffic-Access-Token"
+)
+
+// ErrGone is returned by Sandboxes.Route when the sandbox does not exist or
+// cannot serve traffic.
+var ErrGone = errors.New("sandbox not found")
+
+// Route says how to reach one sandbox.
+type Route struct {
+	// Dial connects to a port inside the sandbox.
+	Dial func(ctx context.Context, port int) (net.Conn, error)
+	// TrafficToken, when set, is required on ports other than envd's.
+	TrafficToken string
+	// MaskRequestHost rewrites the Host of requests to non-envd ports
+	// (${PORT} is replaced by the port).
+	MaskRequestHost string
+}
+
+// Sandboxes is what the proxy needs from the sandbox service.
+type Sandboxes interface {
+	// Route returns how to reach a running sandbox, resuming it first when
+	// it is paused with auto-resume. Errors wrap ErrGone when it is gone.
+	Route(ctx context.Context, id string) (Route, error)
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// Domain: hosts <port>-<id>.<Domain> route to sandboxes. Empty accepts
+	// that host form under any domain.
+	Domain    string
+	Sandboxes Sandboxes
+	Logger    *slog.Logger
+}
+
+// Proxy routes data-plane requests into sandboxes.
+type Proxy struct {
+	cfg Config
+	log *slog.Logger
+	rp  *httputil.ReverseProxy
+	tr  *http.Transport
+}
+
+// blockedEnvdPaths are envd's control routes, reachable only from Paddock.
+var blockedEnvdPaths = map[string]bool{
+	"/init": true, "/upgrade": true, "/freeze": true, "/unfreeze": true,
+	"/collapse": true, "/fsfreeze": true, "/fsthaw": true,
+}
+
+type targetKey struct{}
+
+type target struct {
+	id    string
+	port  int
+	route Route
+}
+
+// New builds a Proxy.
+func New(cfg Config) *Proxy {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Proxy{cfg: cfg, log: log}
+	p.tr = &http.Transport{
+		DialContext:           p.dial,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: 0,
+		ForceAttemptHTTP2:     false,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			t := pr.In.Context().Value(targetKey{}).(*target)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = t.id + ":" + strconv.Itoa(t.port)
+			pr.Out.Host = pr.In.Host
+			if t.port != EnvdPort && t.route.MaskRequestHost != "" {
+				pr.Out.Host = strings.ReplaceAll(t.route.MaskRequestHost, "${PORT}", strconv.Itoa(t.port))
+			}
+		},
+		Transport:     p.tr,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			t := r.Context().Value(targetKey{}).(*target)
+			if errors.Is(err, context.Canceled) {
+				return // the client went away
+			}
+			p.log.Debug("proxy upstream error", "sandbox", t.id, "port", t.port, "err", err)
+			writeError(w, r, http.StatusBadGateway, map[string]any{
+				"sandboxId": t.id, "port": t.port, "code": http.StatusBadGateway,
+				"message": "The sandbox is running but port is not open",
+			})
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return p
+}
+
+// dial connects the shared transport to "<id>:<port>" through the route of
+// the request being served.
+func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, err
+	}
+	if t, ok := ctx.Value(targetKey{}).(*target); ok && t.id == host {
+		return t.route.Dial(ctx, port)
+	}
+	route, err := p.cfg.Sandboxes.Route(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	return route.Dial(ctx, port)
+}
+
+// Match reports whether r is a data-plane request for a sandbox.
+func (p *Proxy) Match(r *http.Request) bool {
+	if _, _, ok := p.hostTarget(r.Host); ok {
+		return true
+	}
+	return r.Header.Get(HeaderSandboxID) != "" || r.Header.Get(HeaderSandboxPort) != ""
+}
+
+// hostTarget parses "<port>-<id>.<domain>" hosts.
+func (p *Proxy) hostTarget(hostport string) (id string, port int, ok bool) {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	label, rest, found := strings.Cut(host, ".")
+	if !found {
+		return "", 0, false
+	}
+	if p.cfg.Domain != "" && !strings.EqualFold(rest, p.cfg.Domain) {
+		return "", 0, false
+	}
+	portStr, id, found := strings.Cut(label, "-")
+	if !found || id == "" || !isLowerAlnum(id) {
+		return "", 0, false
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, false
+	}
+	return id, port, true
+}
+
+func isLowerAlnum(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// ServeHTTP forwards a data-plane request to its sandbox.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, port, ok := p.hostTarget(r.Host)
+	if !ok {
+		// Shared host: route by headers (ignored on per-sandbox hosts so a
+		// client cannot reach another sandbox by spoofing them).
+		id = r.Header.Get(HeaderSandboxID)
+		ps := r.Header.Get(HeaderSandboxPort)
+		n, err := strconv.Atoi(ps)
+		if id == "" || err != nil || n <= 0 || n > 65535 || !isLowerAlnum(id) {
+			writeError(w, r, http.StatusBadRequest, map[string]any{
+				"code": http.StatusBadRequest, "message": "invalid sandbox routing: E2b-Sandbox-Id and a numeric E2b-Sandbox-Port are required",
+			})
+			return
+		}
+		port = n
+	}
+	if port == EnvdPort && blockedEnvdPaths[r.URL.Path] {
+		writeError(w, r, http.StatusNotFound, map[string]any{"code": http.StatusNotFound, "message": "route not found"})
+		return
+	}
+	route, err := p.cfg.Sandboxes.Route(r.Context(), id)
+	if err != nil {
+		if !errors.Is(err, ErrGone) {
+			p.log.Error("proxy route", "sandbox", id, "err", err)
+		}
+		writeError(w, r, http.StatusBadGateway, map[string]any{
+			"sandboxId": id, "code": http.StatusBadGateway, "message": "The sandbox was not found",
+		})
+		return
+	}
+	if port != EnvdPort && route.TrafficToken != "" {
+		got := r.Header.Get(HeaderTrafficToken)
+		if subtle.ConstantTimeCompare([]byte(got), []byte(route.TrafficToken)) != 1 {
+			writeError(w, r, http.StatusForbidden, map[string]any{
+				"sandboxId": id, "port": port, "code": http.StatusForbidden,
+				"message": "Missing or invalid traffic access token (e2b-traffic-access-token)",
+			})
+			return
+		}
+	}
+	t := &target{id: id, port: port, route: route}
+	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, t))
+	r.Header.Del(HeaderTrafficToken)
+	p.rp.ServeHTTP(w, r)
+}
+
+// Close drops idle upstream connections.
+func (p *Proxy) Close() { p.tr.CloseIdleConnections() }
+
+// writeError answers with E2B's JSON error body, or a short HTML page when
+// the client is a browser.
+func writeError(w http.ResponseWriter, r *http.Request, status int, body map[string]any) {
+	if strings.Contains(r.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		msg, _ := body["message"].(string)
+		_, _ = w.Write([]byte("<!doctype html><html><head><title>" + strconv.Itoa(status) + "</title></head><body><h1>" +
+			http.StatusText(status) + "</h1><p>" + htmlEscape(msg) + "</p></body></html>\n"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func htmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
+}

@@ -1,0 +1,183 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/paddockhq/paddock/internal/runtime"
+	"github.com/paddockhq/paddock/internal/store"
+)
+
+// CreateRequest is a request to create a sandbox.
+type CreateRequest struct {
+	Team     string
+	Template string
+	// Timeout is the lifetime from now; it must be positive.
+	Timeout  time.Duration
+	Metadata map[string]string
+	EnvVars  map[string]string
+	// Secure gives the sandbox an envd access token (always true on v2).
+	Secure bool
+	// Internet allows egress; InternetSet records that the caller chose.
+	Internet    bool
+	InternetSet bool
+	// PublicTraffic false requires the traffic token on non-envd ports.
+	PublicTraffic   bool
+	MaskRequestHost string
+	AutoPause       bool
+	AutoResume      bool
+}
+
+// createTimeout bounds how long a create may take end to end.
+const createTimeout = 45 * time.Second
+
+// Create starts a sandbox and returns once envd inside has accepted /init.
+// On error nothing of the sandbox remains.
+func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error) {
+	if req.Timeout <= 0 {
+		return Record{}, fmt.Errorf("%w: timeout must be positive", ErrInvalid)
+	}
+	if req.Timeout > s.cfg.MaxTimeout {
+		return Record{}, fmt.Errorf("%w: timeout %s exceeds the maximum of %s", ErrInvalid, req.Timeout, s.cfg.MaxTimeout)
+	}
+	if req.AutoResume && !req.AutoPause {
+		return Record{}, fmt.Errorf("%w: autoResume requires autoPause", ErrInvalid)
+	}
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return Record{}, fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
+	}
+	tpl, err := s.cfg.Templates.Resolve(ctx, req.Template, req.Team)
+	if err != nil {
+		return Record{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, createTimeout)
+	defer cancel()
+
+	now := s.now().UTC()
+	rec := Record{
+		ID:              s.cfg.NewID(),
+		Team:            req.Team,
+		TemplateID:      tpl.ID,
+		Alias:           tpl.Alias,
+		State:           StateCreating,
+		Node:            s.cfg.Node,
+		CreatedAt:       now,
+		Metadata:        req.Metadata,
+		EnvVars:         req.EnvVars,
+		CPUs:            tpl.CPUs,
+		MemoryMB:        tpl.MemoryMB,
+		DiskMB:          tpl.DiskMB,
+		EnvdVersion:     tpl.EnvdVersion,
+		Secure:          req.Secure,
+		Internet:        req.Internet,
+		InternetSet:     req.InternetSet,
+		PublicTraffic:   req.PublicTraffic,
+		MaskRequestHost: req.MaskRequestHost,
+		AutoPause:       req.AutoPause,
+		AutoResume:      req.AutoResume,
+		User:            tpl.User,
+		Workdir:         tpl.Workdir,
+	}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return Record{}, err
+	}
+	// The record exists before any runtime state so a crash mid-create is
+	// found and reaped at the next start.
+	if err := s.cfg.Store.Apply(ctx, store.Op{Collection: Collection, Key: rec.ID, Value: raw, Cond: store.IfAbsent}); err != nil {
+		return Record{}, fmt.Errorf("record sandbox %s: %w", rec.ID, err)
+	}
+	release, _ := s.claim(rec.ID)
+	defer release()
+
+	started, err := s.start(ctx, &rec, tpl)
+	if err != nil {
+		s.discard(rec.ID)
+		return Record{}, err
+	}
+	rec.State = StateRunning
+	rec.StartedAt = started
+	rec.EndAt = started.Add(req.Timeout)
+	raw, _ = json.Marshal(rec)
+	if err := s.cfg.Store.Apply(ctx, store.Op{Collection: Collection, Key: rec.ID, Value: raw, Cond: store.IfPresent}); err != nil {
+		s.discard(rec.ID)
+		return Record{}, fmt.Errorf("record running sandbox %s: %w", rec.ID, err)
+	}
+	s.track(rec)
+	s.event(rec.ID, "sandbox created", "templateID", rec.TemplateID)
+	s.log.Info("sandbox created", "sandbox", rec.ID, "template", rec.TemplateID, "team", rec.Team, "ms", s.now().Sub(now).Milliseconds())
+	return rec, nil
+}
+
+// start creates the runtime sandbox, waits for envd and initialises it.
+func (s *Service) start(ctx context.Context, rec *Record, tpl Template) (time.Time, error) {
+	spec := runtime.Spec{
+		ID:     rec.ID,
+		Layers: tpl.Layers,
+		Resources: runtime.Resources{
+			CPUs:        float64(tpl.CPUs),
+			MemoryBytes: int64(tpl.MemoryMB) << 20,
+			Pids:        pidsLimit,
+		},
+		Network: runtime.Network{Internet: rec.Internet},
+		Labels:  map[string]string{"team": rec.Team, "template": rec.TemplateID},
+	}
+	if _, err := s.cfg.Runtime.Create(ctx, spec); err != nil {
+		return time.Time{}, fmt.Errorf("create sandbox %s: %w", rec.ID, err)
+	}
+	if err := s.envd.waitHealthy(ctx, rec.ID); err != nil {
+		return time.Time{}, err
+	}
+	if err := s.initEnvd(ctx, rec, tpl.Env, ""); err != nil {
+		return time.Time{}, err
+	}
+	return s.now().UTC(), nil
+}
+
+// pidsLimit caps tasks per sandbox so a fork bomb stays contained.
+const pidsLimit = 1024
+
+// initEnvd sends /init with the sandbox's environment, token and defaults.
+func (s *Service) initEnvd(ctx context.Context, rec *Record, templateEnv map[string]string, currentToken string) error {
+	env := map[string]string{}
+	for k, v := range templateEnv {
+		env[k] = v
+	}
+	for k, v := range rec.EnvVars {
+		env[k] = v
+	}
+	env["E2B_SANDBOX"] = "true"
+	env["E2B_SANDBOX_ID"] = rec.ID
+	env["E2B_TEMPLATE_ID"] = rec.TemplateID
+	body := initBody{
+		EnvVars:        env,
+		Timestamp:      s.now().UTC(),
+		DefaultUser:    rec.User,
+		DefaultWorkdir: rec.Workdir,
+	}
+	if rec.Secure {
+		tok := s.EnvdToken(rec.ID)
+		body.AccessToken = &tok
+	}
+	return s.envd.init(ctx, rec.ID, body, currentToken)
+}
+
+// discard removes every trace of a sandbox: runtime state and record.
+func (s *Service) discard(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.cfg.Runtime.Destroy(ctx, id); err != nil {
+		s.log.Error("destroy sandbox", "sandbox", id, "err", err)
+	}
+	if err := store.Delete(ctx, s.cfg.Store, Collection, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("delete sandbox record", "sandbox", id, "err", err)
+	}
+	s.untrack(id)
+	s.metrics.forget(id)
+	s.events.forget(id)
+}

@@ -1,0 +1,349 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/paddockhq/paddock/internal/runtime"
+	"github.com/paddockhq/paddock/internal/store"
+)
+
+// Start reconciles the store with the runtime (adopting what survived a
+// restart, reaping what cannot be adopted) and starts the background loops.
+// Creates wait until it has finished.
+func (s *Service) Start(ctx context.Context) error {
+	if err := s.recover(ctx); err != nil {
+		return err
+	}
+	close(s.ready)
+	s.wg.Add(2)
+	go s.expiryLoop()
+	go s.sampleLoop()
+	return nil
+}
+
+// Close stops the background loops. Sandboxes keep running.
+func (s *Service) Close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.wg.Wait()
+	s.envd.forget()
+}
+
+func (s *Service) track(r Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.State == StateRunning && r.Node == s.cfg.Node {
+		s.deadline[r.ID] = r.EndAt
+	} else {
+		delete(s.deadline, r.ID)
+	}
+}
+
+func (s *Service) untrack(id string) {
+	s.mu.Lock()
+	delete(s.deadline, id)
+	s.mu.Unlock()
+}
+
+// recover adopts sandboxes of this node that still run and reaps the rest.
+func (s *Service) recover(ctx context.Context) error {
+	recs, err := s.cfg.Store.List(ctx, Collection)
+	if err != nil {
+		return fmt.Errorf("list sandbox records: %w", err)
+	}
+	infos, err := s.cfg.Runtime.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list runtime sandboxes: %w", err)
+	}
+	live := map[string]runtime.Info{}
+	for _, in := range infos {
+		live[in.ID] = in
+	}
+	known := map[string]bool{}
+	adopted, reaped := 0, 0
+	for _, kv := range recs {
+		var r Record
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			s.log.Error("undecodable sandbox record; removing", "key", kv.Key, "err", err)
+			_ = store.Delete(ctx, s.cfg.Store, Collection, kv.Key)
+			continue
+		}
+		if r.Node != s.cfg.Node {
+			continue // another replica's sandbox
+		}
+		known[r.ID] = true
+		in, ok := live[r.ID]
+		switch {
+		case r.State == StateRunning && ok && in.State == runtime.StateRunning,
+			r.State == StatePaused && ok && (in.State == runtime.StatePaused || in.State == runtime.StateRunning):
+			if r.State == StatePaused && in.State == runtime.StateRunning {
+				_ = s.cfg.Runtime.Pause(ctx, r.ID)
+			}
+			s.track(r)
+			adopted++
+		default:
+			s.log.Warn("reaping sandbox that cannot be adopted", "sandbox", r.ID, "record", r.State, "runtime", in.State, "present", ok)
+			s.discard(r.ID)
+			reaped++
+		}
+	}
+	for id := range live {
+		if !known[id] {
+			s.log.Warn("reaping runtime sandbox without record", "sandbox", id)
+			if err := s.cfg.Runtime.Destroy(ctx, id); err != nil {
+				s.log.Error("destroy orphan sandbox", "sandbox", id, "err", err)
+			}
+			reaped++
+		}
+	}
+	s.log.Info("sandboxes recovered", "adopted", adopted, "reaped", reaped)
+	return nil
+}
+
+// Get returns a sandbox visible to team.
+func (s *Service) Get(ctx context.Context, team, id string) (Record, error) {
+	return s.loadForTeam(ctx, team, id)
+}
+
+// Kill destroys a sandbox and removes its record.
+func (s *Service) Kill(ctx context.Context, team, id string) error {
+	if _, err := s.loadForTeam(ctx, team, id); err != nil {
+		return err
+	}
+	release, err := s.claim(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if _, err := s.update(ctx, id, func(r *Record) error {
+		if r.State == StateKilling {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		r.State = StateKilling
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.untrack(id)
+	s.discard(id)
+	s.log.Info("sandbox killed", "sandbox", id)
+	return nil
+}
+
+// SetTimeout sets the end time to now + d; it can shorten or extend.
+func (s *Service) SetTimeout(ctx context.Context, team, id string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%w: timeout must be positive", ErrInvalid)
+	}
+	if d > s.cfg.MaxTimeout {
+		return fmt.Errorf("%w: timeout %s exceeds the maximum of %s", ErrInvalid, d, s.cfg.MaxTimeout)
+	}
+	if _, err := s.loadForTeam(ctx, team, id); err != nil {
+		return err
+	}
+	r, err := s.update(ctx, id, func(r *Record) error {
+		if r.State == StateKilling {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		r.EndAt = s.now().UTC().Add(d)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.track(r)
+	s.event(id, "timeout set", "endAt", r.EndAt.Format(time.RFC3339))
+	return nil
+}
+
+// Connect returns a running sandbox, resuming it when paused (resumed is
+// then true), and extends (never shortens) its end time to now + d.
+func (s *Service) Connect(ctx context.Context, team, id string, d time.Duration) (rec Record, resumed bool, err error) {
+	if d < 0 {
+		return Record{}, false, fmt.Errorf("%w: timeout must not be negative", ErrInvalid)
+	}
+	if d > s.cfg.MaxTimeout {
+		return Record{}, false, fmt.Errorf("%w: timeout %s exceeds the maximum of %s", ErrInvalid, d, s.cfg.MaxTimeout)
+	}
+	r, err := s.loadForTeam(ctx, team, id)
+	if err != nil {
+		return Record{}, false, err
+	}
+	if r.State == StatePaused {
+		if err := s.resume(ctx, id); err != nil {
+			return Record{}, false, err
+		}
+		resumed = true
+	}
+	r, err = s.update(ctx, id, func(r *Record) error {
+		if r.State != StateRunning {
+			return fmt.Errorf("%w: sandbox %s is %s", ErrConflict, id, r.State)
+		}
+		if end := s.now().UTC().Add(d); end.After(r.EndAt) {
+			r.EndAt = end
+		}
+		return nil
+	})
+	if err != nil {
+		return Record{}, false, err
+	}
+	s.track(r)
+	return r, resumed, nil
+}
+
+// Pause freezes a running sandbox; ErrConflict when it is already paused.
+func (s *Service) Pause(ctx context.Context, team, id string) error {
+	r, err := s.loadForTeam(ctx, team, id)
+	if err != nil {
+		return err
+	}
+	if r.State == StatePaused {
+		return fmt.Errorf("%w: sandbox %s is already paused", ErrConflict, id)
+	}
+	return s.pause(ctx, id)
+}
+
+func (s *Service) pause(ctx context.Context, id string) error {
+	release, err := s.claim(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := s.cfg.Runtime.Pause(ctx, id); err != nil {
+		return fmt.Errorf("pause sandbox %s: %w", id, err)
+	}
+	r, err := s.update(ctx, id, func(r *Record) error {
+		if r.State != StateRunning {
+			return fmt.Errorf("%w: sandbox %s is %s", ErrConflict, id, r.State)
+		}
+		r.State = StatePaused
+		return nil
+	})
+	if err != nil {
+		_ = s.cfg.Runtime.Resume(ctx, id)
+		return err
+	}
+	s.track(r)
+	s.event(id, "sandbox paused")
+	s.log.Info("sandbox paused", "sandbox", id)
+	return nil
+}
+
+// Resume thaws a paused sandbox.
+func (s *Service) Resume(ctx context.Context, team, id string, d time.Duration) (Record, error) {
+	r, err := s.loadForTeam(ctx, team, id)
+	if err != nil {
+		return Record{}, err
+	}
+	if r.State != StatePaused {
+		return Record{}, fmt.Errorf("%w: sandbox %s is not paused", ErrConflict, id)
+	}
+	if err := s.resume(ctx, id); err != nil {
+		return Record{}, err
+	}
+	if d > 0 {
+		if err := s.SetTimeout(ctx, team, id, d); err != nil {
+			return Record{}, err
+		}
+	}
+	return s.loadForTeam(ctx, team, id)
+}
+
+func (s *Service) resume(ctx context.Context, id string) error {
+	release, err := s.claim(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := s.cfg.Runtime.Resume(ctx, id); err != nil {
+		return fmt.Errorf("resume sandbox %s: %w", id, err)
+	}
+	r, err := s.update(ctx, id, func(r *Record) error {
+		if r.State != StatePaused {
+			return fmt.Errorf("%w: sandbox %s is %s", ErrConflict, id, r.State)
+		}
+		r.State = StateRunning
+		if now := s.now().UTC(); r.EndAt.Before(now) {
+			r.EndAt = now.Add(defaultResumeTimeout)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.track(r)
+	s.event(id, "sandbox resumed")
+	s.log.Info("sandbox resumed", "sandbox", id)
+	return nil
+}
+
+// defaultResumeTimeout is the lifetime a resumed sandbox gets when its
+// end time already passed while paused.
+const defaultResumeTimeout = 5 * time.Minute
+
+// expiryLoop kills (or pauses, with autoPause) sandboxes past their end time.
+func (s *Service) expiryLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := s.now()
+		var due []string
+		s.mu.Lock()
+		for id, end := range s.deadline {
+			if !now.Before(end) && !s.busy[id] {
+				due = append(due, id)
+			}
+		}
+		s.mu.Unlock()
+		for _, id := range due {
+			s.expire(id)
+		}
+	}
+}
+
+func (s *Service) expire(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := s.load(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		s.untrack(id)
+		return
+	}
+	if err != nil {
+		s.log.Error("expire: load", "sandbox", id, "err", err)
+		return
+	}
+	if r.State != StateRunning || s.now().Before(r.EndAt) {
+		s.track(r) // changed meanwhile (timeout extended, paused, ...)
+		return
+	}
+	if r.AutoPause {
+		if err := s.pause(ctx, id); err != nil {
+			s.log.Error("auto-pause", "sandbox", id, "err", err)
+		}
+		return
+	}
+	if err := s.Kill(ctx, r.Team, id); err != nil && !errors.Is(err, ErrNotFound) {
+		s.log.Error("expire: kill", "sandbox", id, "err", err)
+		return
+	}
+	s.log.Info("sandbox expired", "sandbox", id)
+}
+
+// isGone reports whether err means the store or runtime no longer has it.
+func isGone(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, store.ErrNotFound) || errors.Is(err, runtime.ErrNotFound)
+}

@@ -1,0 +1,41 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+)
+
+// Ingress is what the data plane needs to admit traffic to a sandbox.
+type Ingress struct {
+	// TrafficToken, when set, is required on ports other than envd's.
+	TrafficToken string
+	// MaskRequestHost rewrites the Host header of non-envd traffic.
+	MaskRequestHost string
+}
+
+// Ingress returns how traffic may reach a sandbox. A paused sandbox with
+// auto-resume is resumed first; any sandbox that cannot serve traffic
+// yields an error wrapping ErrNotFound.
+func (s *Service) Ingress(ctx context.Context, id string) (Ingress, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return Ingress{}, err
+	}
+	switch r.State {
+	case StateRunning:
+	case StatePaused:
+		if !r.AutoResume {
+			return Ingress{}, fmt.Errorf("%w: sandbox %s is paused", ErrNotFound, id)
+		}
+		if err := s.resume(ctx, id); err != nil {
+			return Ingress{}, fmt.Errorf("auto-resume sandbox %s: %w", id, err)
+		}
+	default:
+		return Ingress{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotFound, id, r.State)
+	}
+	in := Ingress{MaskRequestHost: r.MaskRequestHost}
+	if !r.PublicTraffic {
+		in.TrafficToken = s.TrafficToken(id)
+	}
+	return in, nil
+}
