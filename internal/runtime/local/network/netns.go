@@ -117,11 +117,8 @@ func setupNetns(path string) (*netlink.Handle, int, error) {
 	if err != nil {
 		return nil, fd, fmt.Errorf("netlink in netns: %w", err)
 	}
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = h.LinkSetUp(lo)
-	}
-	if err != nil {
+	// Loopback is ifindex 1 in every namespace; no lookup needed.
+	if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}}); err != nil {
 		return h, fd, fmt.Errorf("bring lo up: %w", err)
 	}
 	// /proc/sys/net shows the namespace of the thread that opens it.

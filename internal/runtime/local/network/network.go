@@ -18,6 +18,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -65,7 +67,8 @@ type Config struct {
 	// NetnsDir is where namespace files are bind-mounted (default /run/paddock/netns).
 	NetnsDir string
 	// Table is the name of the nftables table (family inet) holding the
-	// rules (default "paddock"). Each Manager on a host needs its own.
+	// rules: default "paddock" with the default bridge, "paddock_<bridge>"
+	// otherwise. Each bridge on a host needs its own table.
 	Table string
 	// MTU of the veth pairs; 0 takes the MTU of the host's default-route
 	// device (1500 when there is none).
@@ -181,9 +184,13 @@ func (cfg *Config) setDefaults() error {
 	cfg.StateDir = filepath.Clean(cfg.StateDir)
 	cfg.NetnsDir = filepath.Clean(cfg.NetnsDir)
 	if cfg.Table == "" {
+		// One table per bridge, so a test bridge never touches the real one.
 		cfg.Table = DefaultTable
+		if cfg.Bridge != DefaultBridge {
+			cfg.Table = DefaultTable + "_" + cfg.Bridge
+		}
 	}
-	if len(cfg.Table) > 64 || strings.ContainsAny(cfg.Table, " \t\n\"'/") {
+	if len(cfg.Table) > 64 || strings.ContainsAny(cfg.Table, " \t\n\"'/\x00") {
 		return fmt.Errorf("table name %q is invalid", cfg.Table)
 	}
 	if cfg.MTU < 0 || (cfg.MTU != 0 && cfg.MTU < 576) || cfg.MTU > 65535 {
@@ -192,6 +199,7 @@ func (cfg *Config) setDefaults() error {
 	if cfg.DenyEgress == nil {
 		cfg.DenyEgress = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
 	}
+	cfg.DenyEgress = slices.Clone(cfg.DenyEgress)
 	for i, p := range cfg.DenyEgress {
 		if !p.IsValid() || !p.Addr().Is4() {
 			return fmt.Errorf("deny egress %s: want an IPv4 prefix", p)
@@ -419,7 +427,7 @@ func (m *Manager) attach(ctx context.Context, e *entry) (err error) {
 	if err := m.nl.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create veth %s: %w", e.ep.HostVeth, err)
 	}
-	undo = append(undo, func() error { return m.deleteVeth(e.ep.HostVeth) })
+	undo = append(undo, func() error { return m.deleteLink(e.ep.HostVeth) })
 	if veth.Index == 0 {
 		return fmt.Errorf("create veth %s: no index after creation", e.ep.HostVeth)
 	}
@@ -533,7 +541,7 @@ func (m *Manager) detach(id string, e *entry) error {
 		}
 		vethName, nsPath = e.ep.HostVeth, e.ep.NetnsPath
 	}
-	if err := m.deleteVeth(vethName); err != nil {
+	if err := m.deleteLink(vethName); err != nil {
 		return err
 	}
 	if err := removeNetns(nsPath); err != nil {
@@ -543,16 +551,18 @@ func (m *Manager) detach(id string, e *entry) error {
 	return removeRecord(m.cfg.StateDir, id)
 }
 
-func (m *Manager) deleteVeth(name string) error {
+// deleteLink deletes a host link (a veth takes its peer along); a missing
+// link is fine.
+func (m *Manager) deleteLink(name string) error {
 	link, err := m.nl.LinkByName(name)
 	if err != nil {
 		if isLinkNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("look up veth %s: %w", name, err)
+		return fmt.Errorf("look up link %s: %w", name, err)
 	}
 	if err := m.nl.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete veth %s: %w", name, err)
+		return fmt.Errorf("delete link %s: %w", name, err)
 	}
 	return nil
 }
@@ -582,7 +592,7 @@ func (m *Manager) Dial(ctx context.Context, id string, port int) (net.Conn, erro
 		return nil, fmt.Errorf("dial sandbox %s: namespace %s is not available", id, e.ep.NetnsPath)
 	}
 	var conn net.Conn
-	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	err = m.inNetns(e.nsFd, func() error {
 		// The socket belongs to the namespace of the thread creating it; a
 		// single literal address makes the dialer connect on this goroutine.
@@ -661,7 +671,7 @@ func (m *Manager) Teardown() error {
 	if err := m.deleteRules(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := m.deleteVeth(m.cfg.Bridge); err != nil {
+	if err := m.deleteLink(m.cfg.Bridge); err != nil {
 		errs = append(errs, fmt.Errorf("delete bridge: %w", err))
 	}
 	if err := unmountSharedMount(m.cfg.NetnsDir); err != nil {

@@ -984,6 +984,16 @@ func TestNewIsIdempotent(t *testing.T) {
 	if set, err := m.internetAddrs(); err != nil || !slices.Equal(set, []netip.Addr{ep.Addr}) {
 		t.Fatalf("internet set after repeated New: %v %v", set, err)
 	}
+	// Another subnet on the same bridge is refused, and leaves it alone.
+	other := cfg
+	other.Subnet = netip.MustParsePrefix("10.232.5.0/24")
+	if m3, err := New(other); err == nil {
+		m3.Close()
+		t.Fatal("New accepted a bridge that holds another subnet's gateway")
+	}
+	if addrs, _ := netlink.AddrList(br, netlink.FAMILY_V4); len(addrs) != 1 {
+		t.Fatalf("bridge addresses after refused New: %v", addrs)
+	}
 	// The namespace directory is a shared mount once, not once per New.
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	n := 0

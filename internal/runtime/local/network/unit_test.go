@@ -87,3 +87,38 @@ func TestNames(t *testing.T) {
 		t.Fatalf("bridge MAC %s", mac)
 	}
 }
+
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	if err := c.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Bridge != "paddock0" || c.Table != "paddock" || c.Subnet.String() != "10.231.0.0/16" ||
+		c.NetnsDir != "/run/paddock/netns" || c.StateDir != "/var/lib/paddock/network" ||
+		len(c.DenyEgress) != 1 || c.DenyEgress[0].String() != "169.254.0.0/16" || c.ResolvConf != "/etc/resolv.conf" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	c = Config{Bridge: "pdkt12", Subnet: netip.MustParsePrefix("10.239.3.4/16")}
+	if err := c.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Table != "paddock_pdkt12" || c.Subnet.String() != "10.239.0.0/16" {
+		t.Fatalf("table %q subnet %s: want a per-bridge table and a masked subnet", c.Table, c.Subnet)
+	}
+	deny := []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}
+	c = Config{DenyEgress: deny}
+	if err := c.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if deny[0].String() != "10.1.2.3/8" || c.DenyEgress[0].String() != "10.0.0.0/8" {
+		t.Fatalf("DenyEgress: caller's %v, config's %v", deny, c.DenyEgress)
+	}
+	for _, bad := range []Config{
+		{Bridge: "way-too-long-name0"}, {Bridge: "a/b"}, {Subnet: netip.MustParsePrefix("10.0.0.0/31")},
+		{NetnsDir: "rel"}, {Table: "a b"}, {MTU: -1}, {DenyEgress: []netip.Prefix{netip.MustParsePrefix("fd00::/8")}},
+	} {
+		if err := bad.setDefaults(); err == nil {
+			t.Errorf("config %+v accepted", bad)
+		}
+	}
+}
