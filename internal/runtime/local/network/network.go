@@ -425,6 +425,9 @@ func (m *Manager) attach(ctx context.Context, e *entry) (err error) {
 	veth.PeerMTU = uint32(m.mtu)
 	veth.PeerNamespace = netlink.NsFd(nsFd)
 	if err := m.nl.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create veth %s: a link of that name exists (left by an earlier run? Detach clears it): %w", e.ep.HostVeth, err)
+		}
 		return fmt.Errorf("create veth %s: %w", e.ep.HostVeth, err)
 	}
 	undo = append(undo, func() error { return m.deleteLink(e.ep.HostVeth) })
