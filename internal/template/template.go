@@ -1,0 +1,193 @@
+// Package template owns sandbox templates: the registry of template records
+// and their names (aliases, tags) in the store, the content-addressed layer
+// store on disk (read-only directory trees used as overlayfs lower dirs), and
+// the built-in `base` template, a Debian root filesystem built with
+// debootstrap on first use and cached machine-wide.
+package template
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Errors returned (wrapped) by the registry, so callers can map them to API
+// statuses.
+var (
+	// ErrNotFound: no template (or no such tag of it) under that name or ID.
+	ErrNotFound = errors.New("template not found")
+	// ErrForbidden: the template exists but is private to another team.
+	ErrForbidden = errors.New("template belongs to another team")
+	// ErrInvalid: a malformed name, tag, ID or template field.
+	ErrInvalid = errors.New("invalid template")
+	// ErrExists: a template with that ID already exists.
+	ErrExists = errors.New("template already exists")
+	// ErrAliasTaken: an alias is already used by another template.
+	ErrAliasTaken = errors.New("template alias already taken")
+)
+
+// E2B-like defaults for template resources and identity.
+const (
+	DefaultUser       = "user"
+	DefaultWorkdir    = "/home/user"
+	DefaultCPUCount   = 2
+	DefaultMemoryMB   = 512
+	DefaultDiskSizeMB = 10240
+)
+
+// Template is one template record: an ordered list of layers plus what a
+// sandbox created from it starts with.
+type Template struct {
+	// ID is the opaque template ID (E2B style: 20 characters [a-z0-9]).
+	ID string `json:"id"`
+	// Aliases are the template's names, each "alias" or "namespace/alias";
+	// unique across all templates.
+	Aliases []string `json:"aliases,omitempty"`
+	// Tags the template answers to besides the implicit DefaultTag.
+	Tags []string `json:"tags,omitempty"`
+	// Team is the owning team's ID; empty for built-in templates.
+	Team string `json:"team,omitempty"`
+	// BuiltIn marks templates Paddock creates itself (such as base).
+	BuiltIn bool `json:"builtIn,omitempty"`
+	// Public templates are usable by every team.
+	Public bool `json:"public"`
+	// Layers are layer digests, lowest first (see Layers.Path).
+	Layers []string `json:"layers"`
+	// StartCmd runs when a sandbox starts; ReadyCmd exits 0 once it is ready.
+	StartCmd string `json:"startCmd,omitempty"`
+	ReadyCmd string `json:"readyCmd,omitempty"`
+	// User and Workdir are the defaults of processes in the sandbox.
+	User    string `json:"user"`
+	Workdir string `json:"workdir"`
+	// Env is added to every process's environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Resources of sandboxes created from the template.
+	CPUCount   int `json:"cpuCount"`
+	MemoryMB   int `json:"memoryMB"`
+	DiskSizeMB int `json:"diskSizeMB"`
+	// EnvdVersion is the envd API level of the template; empty means the envd
+	// built into the running binary (which every sandbox runs).
+	EnvdVersion string `json:"envdVersion,omitempty"`
+	// BuildID identifies the build that produced the layers.
+	BuildID string `json:"buildID,omitempty"`
+	// Recipe is the digest of the recipe a built-in template was built from.
+	Recipe    string    `json:"recipe,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// HasTag reports whether the template answers to tag (DefaultTag always).
+func (t *Template) HasTag(tag string) bool {
+	if tag == "" || tag == DefaultTag {
+		return true
+	}
+	for _, x := range t.Tags {
+		if x == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// VisibleTo reports whether team may use the template.
+func (t *Template) VisibleTo(team string) bool {
+	return t.Public || (t.Team != "" && t.Team == team)
+}
+
+// Name is the template's first alias, or its ID when it has none.
+func (t *Template) Name() string {
+	if len(t.Aliases) > 0 {
+		return t.Aliases[0]
+	}
+	return t.ID
+}
+
+// applyDefaults fills zero fields with the E2B-like defaults.
+func (t *Template) applyDefaults() {
+	if t.User == "" {
+		t.User = DefaultUser
+	}
+	if t.Workdir == "" {
+		t.Workdir = DefaultWorkdir
+	}
+	if t.CPUCount == 0 {
+		t.CPUCount = DefaultCPUCount
+	}
+	if t.MemoryMB == 0 {
+		t.MemoryMB = DefaultMemoryMB
+	}
+	if t.DiskSizeMB == 0 {
+		t.DiskSizeMB = DefaultDiskSizeMB
+	}
+}
+
+var templateIDRe = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
+
+// validate checks a template after defaults are applied.
+func (t *Template) validate() error {
+	if !templateIDRe.MatchString(t.ID) {
+		return fmt.Errorf("%w: ID %q must be 1-64 characters [a-z0-9]", ErrInvalid, t.ID)
+	}
+	seen := map[string]bool{}
+	for _, a := range t.Aliases {
+		n, err := ParseName(a)
+		if err != nil {
+			return err
+		}
+		if n.Identifier() != a {
+			return fmt.Errorf("%w: alias %q must be a normalised name without tag (%q)", ErrInvalid, a, n.Identifier())
+		}
+		if a == t.ID {
+			return fmt.Errorf("%w: alias %q equals the template's ID", ErrInvalid, a)
+		}
+		if seen[a] {
+			return fmt.Errorf("%w: alias %q listed twice", ErrInvalid, a)
+		}
+		seen[a] = true
+	}
+	if _, err := ValidateTags(t.Tags); err != nil {
+		return err
+	}
+	if len(t.Layers) == 0 {
+		return fmt.Errorf("%w: template %s has no layers", ErrInvalid, t.ID)
+	}
+	for _, d := range t.Layers {
+		if !ValidDigest(d) {
+			return fmt.Errorf("%w: layer digest %q is not 64 lowercase hex characters", ErrInvalid, d)
+		}
+	}
+	if t.CPUCount < 0 || t.MemoryMB < 0 || t.DiskSizeMB < 0 {
+		return fmt.Errorf("%w: negative resources (cpu %d, memory %d MB, disk %d MB)", ErrInvalid, t.CPUCount, t.MemoryMB, t.DiskSizeMB)
+	}
+	if t.Workdir[0] != '/' {
+		return fmt.Errorf("%w: workdir %q is not absolute", ErrInvalid, t.Workdir)
+	}
+	return nil
+}
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+// NewID returns a random template ID: 20 characters [a-z0-9], like E2B's.
+func NewID() string {
+	return randomString(20)
+}
+
+// randomString returns n characters of idAlphabet, uniformly from crypto/rand.
+func randomString(n int) string {
+	out := make([]byte, 0, n)
+	buf := make([]byte, 2*n)
+	for len(out) < n {
+		if _, err := rand.Read(buf); err != nil {
+			panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
+		}
+		for _, b := range buf {
+			// 252 = 7*36: reject the tail so every character is equally likely.
+			if b < 252 && len(out) < n {
+				out = append(out, idAlphabet[int(b)%len(idAlphabet)])
+			}
+		}
+	}
+	return string(out)
+}
