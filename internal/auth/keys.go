@@ -83,8 +83,11 @@ type Key struct {
 
 // Team is a group of keys sharing sandboxes and templates.
 type Team struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
+	// ID is a slug ([a-z0-9][a-z0-9_-]*, at most 63); the store key.
+	ID string `json:"id"`
+	// Name is for display; the ID when the team came with a key.
+	Name string `json:"name"`
+	// CreatedAt is when the team's first key was made.
 	CreatedAt time.Time `json:"createdAt"`
 }
 
