@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$1"); }
 for p in build-essential protobuf-compiler libseccomp-dev debootstrap nftables iproute2 \
-         redis-server jq zstd ca-certificates curl; do
+         redis-server jq zstd ca-certificates curl busybox-static; do
   want "$p"
 done
 if ((${#need_apt[@]})); then

@@ -1,0 +1,777 @@
+package local_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"github.com/opencontainers/runc/libcontainer"
+
+	"github.com/paddockhq/paddock/internal/runtime"
+	"github.com/paddockhq/paddock/internal/runtime/conformance"
+	"github.com/paddockhq/paddock/internal/runtime/local"
+	"github.com/paddockhq/paddock/internal/runtime/local/network"
+)
+
+// libcontainer re-executes this test binary as the container init.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		local.Init()
+	}
+}
+
+var (
+	testDir  string   // scratch dir, searchable by sandbox user namespaces
+	envdBin  string   // static paddock binary
+	layers   []string // busybox layers, lowest first
+	cgParent = fmt.Sprintf("paddock-test-%d", os.Getpid())
+)
+
+const helperEnv = "PADDOCK_LOCAL_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(runHelper())
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "FAIL: the local runtime tests need root (namespaces, cgroups, overlayfs)")
+		os.Exit(1)
+	}
+	code, err := setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: test setup:", err)
+		code = 1
+	} else {
+		code = m.Run()
+	}
+	cleanup()
+	os.Exit(code)
+}
+
+func setup() (int, error) {
+	var err error
+	testDir, err = os.MkdirTemp("", "paddock-local-test-")
+	if err != nil {
+		return 0, err
+	}
+	if err := os.Chmod(testDir, 0o711); err != nil {
+		return 0, err
+	}
+	if p := os.Getenv("PADDOCK_TEST_ENVD_BINARY"); p != "" {
+		envdBin = p
+	} else if envdBin, err = conformance.BuildPaddock(testDir); err != nil {
+		return 0, err
+	}
+	if layers, err = conformance.BusyboxLayers(filepath.Join(testDir, "layers")); err != nil {
+		return 0, err
+	}
+	return 0, nil
+}
+
+func cleanup() {
+	if testDir != "" {
+		if ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(testDir)); len(ms) > 0 {
+			fmt.Fprintf(os.Stderr, "test cleanup: %d mounts left under %s (first %s); not removing it\n", len(ms), testDir, ms[0].Mountpoint)
+		} else {
+			os.RemoveAll(testDir)
+		}
+	}
+	for _, c := range cgroupHierarchies() {
+		os.Remove(filepath.Join(c, cgParent))
+	}
+}
+
+func cgroupHierarchies() []string {
+	ms, _ := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
+	}
+	return out
+}
+
+// driver builds runtimes for the conformance suite and remembers the root
+// dir of each.
+type driver struct {
+	mu     sync.Mutex
+	roots  map[runtime.Runtime]string
+	net    *network.Manager
+	netDir string
+	bridge string
+}
+
+func newDriver(netMgr *network.Manager) *driver {
+	return &driver{roots: map[runtime.Runtime]string{}, net: netMgr}
+}
+
+func (d *driver) open(t *testing.T, root string, logger *slog.Logger) *local.Runtime {
+	t.Helper()
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	rt, err := local.New(local.Config{
+		RootDir:      root,
+		CgroupParent: cgParent,
+		EnvdBinary:   envdBin,
+		Network:      d.net,
+		Logger:       logger,
+	})
+	if err != nil {
+		t.Fatalf("local.New: %v", err)
+	}
+	d.mu.Lock()
+	d.roots[rt] = root
+	d.mu.Unlock()
+	return rt
+}
+
+func (d *driver) root(rt runtime.Runtime) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.roots[rt]
+}
+
+func newRoot(t *testing.T) string {
+	t.Helper()
+	root, err := os.MkdirTemp(testDir, "root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(root, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(root)); len(ms) == 0 {
+			os.RemoveAll(root)
+		}
+	})
+	return root
+}
+
+func (d *driver) harness() conformance.Harness {
+	return conformance.Harness{
+		New: func(t *testing.T) runtime.Runtime { return d.open(t, newRoot(t), nil) },
+		Reopen: func(t *testing.T, rt runtime.Runtime) runtime.Runtime {
+			return d.open(t, d.root(rt), nil)
+		},
+		Layers:    layers,
+		Traces:    d.traces,
+		Resources: d.resources,
+	}
+}
+
+// traces lists what is left of sandbox id on the host.
+func (d *driver) traces(t *testing.T, rt runtime.Runtime, id string) []string {
+	root := d.root(rt)
+	var out []string
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Join(root, "sandboxes", id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		out = append(out, "mount "+m.Mountpoint)
+	}
+	for _, p := range []string{filepath.Join(root, "sandboxes", id), filepath.Join(root, "state", id)} {
+		if _, err := os.Lstat(p); err == nil {
+			out = append(out, "path "+p)
+		}
+	}
+	for _, c := range cgroupHierarchies() {
+		p := filepath.Join(c, cgParent, id)
+		if _, err := os.Stat(p); err == nil {
+			out = append(out, "cgroup "+p)
+		}
+	}
+	if d.net != nil {
+		if ep, err := d.net.Get(id); err == nil {
+			out = append(out, fmt.Sprintf("network endpoint %+v", ep))
+		}
+		if _, err := os.Lstat(filepath.Join(d.netDir, "netns", id)); err == nil {
+			out = append(out, "netns "+id)
+		}
+	}
+	return out
+}
+
+// resources counts host resources the driver uses: only its own, since
+// other work on the host may change global counts meanwhile.
+func (d *driver) resources(t *testing.T, rt runtime.Runtime) map[string]int {
+	root := d.root(rt)
+	out := map[string]int{}
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(testDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["mounts"] = len(ms)
+	for _, c := range cgroupHierarchies() {
+		ents, _ := os.ReadDir(filepath.Join(c, cgParent))
+		for _, e := range ents {
+			if e.IsDir() {
+				out["cgroups"]++
+			}
+		}
+	}
+	if d.net != nil {
+		ports, _ := os.ReadDir(filepath.Join("/sys/class/net", d.bridge, "brif"))
+		out["bridge ports"] = len(ports)
+		ns, _ := os.ReadDir(filepath.Join(d.netDir, "netns"))
+		out["netns files"] = len(ns)
+	}
+	_ = filepath.WalkDir(root, func(string, fs.DirEntry, error) error { out["files"]++; return nil })
+	// os.FindProcess handles (pidfds) libcontainer opens for signals are
+	// closed by finalizers: let them run before counting descriptors.
+	for range 3 {
+		goruntime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	fds, _ := os.ReadDir("/proc/self/fd")
+	out["fds"] = len(fds)
+	if os.Getenv("DBG") != "" {
+		for _, f := range fds {
+			l, _ := os.Readlink("/proc/self/fd/" + f.Name())
+			t.Logf("fd %s -> %s", f.Name(), l)
+		}
+	}
+	out["children"] = countChildren()
+	return out
+}
+
+// countChildren counts this process's child processes (zombies included).
+func countChildren() int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	self := strconv.Itoa(os.Getpid())
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+1:])
+			if len(f) > 1 && f[1] == self {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, newDriver(nil).harness())
+}
+
+func TestConformanceNetwork(t *testing.T) {
+	d := newNetDriver(t)
+	conformance.Run(t, d.harness())
+}
+
+// newNetDriver starts a network manager on a test bridge and subnet.
+func newNetDriver(t *testing.T) *driver {
+	t.Helper()
+	dir, err := os.MkdirTemp(testDir, "net-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridge := fmt.Sprintf("pdkt%d", os.Getpid()%10000)
+	m, err := network.New(network.Config{
+		Bridge:   bridge,
+		Subnet:   netip.MustParsePrefix("10.239.0.0/16"),
+		StateDir: filepath.Join(dir, "state"),
+		NetnsDir: filepath.Join(dir, "netns"),
+	})
+	if err != nil {
+		t.Fatalf("network.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.Teardown(); err != nil {
+			t.Errorf("network teardown: %v", err)
+		}
+		m.Close()
+	})
+	d := newDriver(m)
+	d.netDir = dir
+	d.bridge = bridge
+	return d
+}
+
+// sandbox creates a sandbox on a fresh runtime and waits for envd.
+func sandbox(t *testing.T, d *driver, spec runtime.Spec) (*local.Runtime, string) {
+	t.Helper()
+	root := newRoot(t)
+	rt := d.open(t, root, nil)
+	t.Cleanup(func() { rt.Close() })
+	if spec.ID == "" {
+		spec.ID = conformance.NewID()
+	}
+	spec.Layers = layers
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := rt.Create(ctx, spec); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := rt.Destroy(context.Background(), spec.ID); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	if err := conformance.WaitHealthy(ctx, rt, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	return rt, root
+}
+
+func container(t *testing.T, root, id string) *libcontainer.Container {
+	t.Helper()
+	c, err := libcontainer.Load(filepath.Join(root, "state"), id)
+	if err != nil {
+		t.Fatalf("load container: %v", err)
+	}
+	return c
+}
+
+func initPid(t *testing.T, root, id string) int {
+	t.Helper()
+	st, err := container(t, root, id).State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.InitProcessPid
+}
+
+// execIn runs a command inside the sandbox through libcontainer (tests only;
+// production runs commands through envd) and returns its output and exit code.
+func execIn(t *testing.T, root, id string, args ...string) (string, int) {
+	t.Helper()
+	c := container(t, root, id)
+	var out bytes.Buffer
+	p := &libcontainer.Process{
+		Args:   args,
+		Env:    []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin"},
+		Cwd:    "/",
+		Stdout: &out,
+		Stderr: &out,
+	}
+	if err := c.Run(p); err != nil {
+		t.Fatalf("exec %v: %v", args, err)
+	}
+	st, err := p.Wait()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("exec %v: wait: %v", args, err)
+		}
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok {
+		if ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		} else {
+			code = ws.ExitStatus()
+		}
+	}
+	return out.String(), code
+}
+
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out
+}
+
+func readTrim(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestIsolation checks from the host what the sandbox's init runs with.
+func TestIsolation(t *testing.T) {
+	d := newDriver(nil)
+	id := conformance.NewID()
+	rt, root := sandbox(t, d, runtime.Spec{ID: id, Hostname: "isolated",
+		Resources: runtime.Resources{CPUs: 0.5, MemoryBytes: 256 << 20, Pids: 100}})
+	pid := initPid(t, root, id)
+
+	st := procStatus(t, pid)
+	if st["Seccomp"] != "2" {
+		t.Errorf("init Seccomp: %q, want 2 (filter)", st["Seccomp"])
+	}
+	if st["NoNewPrivs"] != "0" {
+		t.Errorf("init NoNewPrivs: %q, want 0", st["NoNewPrivs"])
+	}
+	// Docker's default capabilities: CHOWN DAC_OVERRIDE FOWNER FSETID KILL
+	// SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD
+	// AUDIT_WRITE SETFCAP.
+	const dockerCaps = "00000000a80425fb"
+	for _, k := range []string{"CapBnd", "CapEff", "CapPrm"} {
+		if st[k] != dockerCaps {
+			t.Errorf("init %s: %s, want %s", k, st[k], dockerCaps)
+		}
+	}
+	for _, f := range []string{"uid_map", "gid_map"} {
+		got := strings.Fields(readTrim(t, fmt.Sprintf("/proc/%d/%s", pid, f)))
+		want := []string{"0", strconv.Itoa(runtime.UIDBase), strconv.Itoa(runtime.UIDCount)}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("init %s: %v, want %v", f, got, want)
+		}
+	}
+	for _, ns := range []string{"user", "pid", "mnt", "uts", "ipc", "cgroup", "net"} {
+		self, _ := os.Readlink("/proc/self/ns/" + ns)
+		theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		if err != nil || theirs == self {
+			t.Errorf("namespace %s: sandbox %q, host %q (err %v); want different", ns, theirs, self, err)
+		}
+	}
+	cmdline := strings.Split(strings.TrimRight(readTrim(t, fmt.Sprintf("/proc/%d/cmdline", pid)), "\x00"), "\x00")
+	if want := []string{local.EnvdPath, "envd", "--listen", "0.0.0.0:49983"}; strings.Join(cmdline, " ") != strings.Join(want, " ") {
+		t.Errorf("init cmdline %q, want %q", cmdline, want)
+	}
+	var own syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &own); err != nil {
+		t.Fatal(err)
+	}
+	wantNofile := uint64(1048576)
+	if !strings.Contains(readTrim(t, "/proc/self/status"), "CapEff:\t000001ffffffffff") && own.Max < wantNofile {
+		wantNofile = own.Max // no CAP_SYS_RESOURCE to raise it (as on some CI hosts)
+	}
+	limits := readTrim(t, fmt.Sprintf("/proc/%d/limits", pid))
+	if !regexpMatch(fmt.Sprintf(`Max open files\s+%d\s+%d`, wantNofile, wantNofile), limits) {
+		t.Errorf("init limits: want NOFILE %d, got\n%s", wantNofile, limits)
+	}
+
+	// Cgroup limits.
+	cg := "/" + cgParent + "/" + id
+	checks := map[string]string{
+		"/sys/fs/cgroup/memory" + cg + "/memory.limit_in_bytes": strconv.Itoa(256 << 20),
+		"/sys/fs/cgroup/cpu" + cg + "/cpu.cfs_quota_us":         "50000",
+		"/sys/fs/cgroup/cpu" + cg + "/cpu.cfs_period_us":        "100000",
+		"/sys/fs/cgroup/pids" + cg + "/pids.max":                "100",
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+		checks["/sys/fs/cgroup/memory"+cg+"/memory.memsw.limit_in_bytes"] = strconv.Itoa(256 << 20)
+	}
+	for p, want := range checks {
+		if got := readTrim(t, p); got != want {
+			t.Errorf("%s = %s, want %s", p, got, want)
+		}
+	}
+	procs := readTrim(t, "/sys/fs/cgroup/pids"+cg+"/cgroup.procs")
+	if !strings.Contains("\n"+procs+"\n", "\n"+strconv.Itoa(pid)+"\n") {
+		t.Errorf("init %d not in its pids cgroup (%q)", pid, procs)
+	}
+
+	// The root filesystem, seen through the init's root.
+	rootfs := fmt.Sprintf("/proc/%d/root", pid)
+	if got := readTrim(t, rootfs+"/etc/motd"); got != "top" {
+		t.Errorf("/etc/motd = %q, want the top layer's %q", got, "top")
+	}
+	if got := readTrim(t, rootfs+"/etc/hostname"); got != "isolated" {
+		t.Errorf("/etc/hostname = %q, want isolated", got)
+	}
+	if got := readTrim(t, rootfs+"/etc/hosts"); !strings.Contains(got, "127.0.0.1\tisolated") {
+		t.Errorf("/etc/hosts lacks the hostname: %q", got)
+	}
+	var rst syscall.Stat_t
+	if err := syscall.Stat(rootfs+"/", &rst); err != nil || rst.Uid != runtime.UIDBase || rst.Gid != runtime.UIDBase {
+		t.Errorf("sandbox / owned by %d:%d (err %v), want %d", rst.Uid, rst.Gid, err, runtime.UIDBase)
+	}
+	if err := syscall.Stat(rootfs+"/proc/keys", &rst); err != nil || rst.Mode&syscall.S_IFMT != syscall.S_IFCHR {
+		t.Errorf("/proc/keys is not masked (mode %o, err %v)", rst.Mode, err)
+	}
+
+	// Inside, through libcontainer exec.
+	if out, code := execIn(t, root, id, "id", "-u"); code != 0 || strings.TrimSpace(out) != "0" {
+		t.Errorf("id -u: %q (exit %d), want 0", out, code)
+	}
+	if out, code := execIn(t, root, id, "hostname"); code != 0 || strings.TrimSpace(out) != "isolated" {
+		t.Errorf("hostname: %q (exit %d), want isolated", out, code)
+	}
+	if out, code := execIn(t, root, id, "sh", "-c", "echo hi > /tmp/written && cat /tmp/written"); code != 0 || strings.TrimSpace(out) != "hi" {
+		t.Errorf("write a file: %q (exit %d)", out, code)
+	}
+	if err := syscall.Stat(filepath.Join(root, "sandboxes", id, "upper", "tmp", "written"), &rst); err != nil || rst.Uid != runtime.UIDBase {
+		t.Errorf("written file in the upper dir: uid %d, err %v; want uid %d", rst.Uid, err, runtime.UIDBase)
+	}
+	if out, code := execIn(t, root, id, "mount", "-t", "tmpfs", "none", "/mnt"); code == 0 {
+		t.Errorf("mount inside the sandbox succeeded: %q", out)
+	}
+	if out, code := execIn(t, root, id, "unshare", "-U", "true"); code == 0 {
+		t.Errorf("unshare -U inside the sandbox succeeded: %q", out)
+	}
+	if out, code := execIn(t, root, id, "sh", "-c", "echo x > /proc/sys/kernel/hostname"); code == 0 {
+		t.Errorf("writing /proc/sys succeeded: %q", out)
+	}
+	if out, code := execIn(t, root, id, "sh", "-c", "echo 1 > /sys/fs/cgroup/pids/pids.max"); code == 0 {
+		t.Errorf("writing the cgroup fs succeeded: %q", out)
+	}
+	if out, code := execIn(t, root, id, "sh", "-c", "ls /sys/class/net"); code != 0 || strings.TrimSpace(out) != "lo" {
+		t.Errorf("network devices inside: %q (exit %d), want only lo", out, code)
+	}
+
+	st2, err := rt.Stats(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.DiskUsed <= 0 {
+		t.Errorf("Stats DiskUsed %d after writing a file, want > 0", st2.DiskUsed)
+	}
+}
+
+// TestMemoryLimit checks that a process over the memory limit is killed
+// while envd survives.
+func TestMemoryLimit(t *testing.T) {
+	d := newDriver(nil)
+	id := conformance.NewID()
+	rt, root := sandbox(t, d, runtime.Spec{ID: id, Resources: runtime.Resources{MemoryBytes: 64 << 20}})
+	_, code := execIn(t, root, id, "sh", "-c", `a=$(head -c 200000000 /dev/zero | tr '\0' a); echo ${#a}`)
+	if code != 128+int(syscall.SIGKILL) {
+		t.Errorf("memory hog exited %d, want %d (SIGKILL by the OOM killer)", code, 128+int(syscall.SIGKILL))
+	}
+	oom := readTrim(t, "/sys/fs/cgroup/memory/"+cgParent+"/"+id+"/memory.oom_control")
+	if !regexpMatch(`oom_kill [1-9]`, oom) {
+		t.Errorf("memory.oom_control records no OOM kill:\n%s", oom)
+	}
+	if err := conformance.Health(context.Background(), rt, id, 5*time.Second); err != nil {
+		t.Errorf("envd after the OOM kill: %v", err)
+	}
+}
+
+// TestStoppedAndHalfCreated covers sandboxes a control plane must reap: one
+// whose envd died, one left half-created, one without metadata.
+func TestStoppedAndHalfCreated(t *testing.T) {
+	d := newDriver(nil)
+	ctx := context.Background()
+	id := conformance.NewID()
+	rt, root := sandbox(t, d, runtime.Spec{ID: id})
+
+	// envd dies: the sandbox is stopped.
+	if err := syscall.Kill(initPid(t, root, id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := rt.Inspect(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == runtime.StateStopped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %q 10 s after envd was killed, want stopped", info.State)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := rt.Destroy(ctx, id); err != nil {
+		t.Fatalf("Destroy stopped sandbox: %v", err)
+	}
+	if tr := d.traces(t, rt, id); len(tr) > 0 {
+		t.Errorf("traces: %v", tr)
+	}
+
+	// A dir with only metadata, as after a crash early in Create.
+	half := conformance.NewID()
+	hd := filepath.Join(root, "sandboxes", half)
+	if err := os.MkdirAll(filepath.Join(hd, "upper"), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now().UTC().Truncate(time.Second)
+	meta := fmt.Sprintf(`{"id":%q,"createdAt":%q,"labels":{"half":"yes"}}`, half, created.Format(time.RFC3339))
+	if err := os.WriteFile(filepath.Join(hd, "meta.json"), []byte(meta), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := rt.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, i := range infos {
+		if i.ID == half {
+			found = true
+			if i.State != runtime.StateStopped || i.Labels["half"] != "yes" || !i.CreatedAt.Equal(created) {
+				t.Errorf("half-created sandbox listed as %+v", i)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("half-created sandbox %s not listed", half)
+	}
+	if err := rt.Destroy(ctx, half); err != nil {
+		t.Fatalf("Destroy half-created: %v", err)
+	}
+	if tr := d.traces(t, rt, half); len(tr) > 0 {
+		t.Errorf("traces: %v", tr)
+	}
+
+	// A running container whose metadata is gone.
+	bare := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: bare, Layers: layers, Labels: map[string]string{"a": "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(root, "sandboxes", bare, "meta.json")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := rt.Inspect(ctx, bare)
+	if err != nil || info.State != runtime.StateRunning || len(info.Labels) != 0 || info.CreatedAt.IsZero() {
+		t.Errorf("Inspect without metadata: %+v, %v; want running, no labels, a creation time", info, err)
+	}
+	if err := rt.Destroy(ctx, bare); err != nil {
+		t.Fatalf("Destroy without metadata: %v", err)
+	}
+	if tr := d.traces(t, rt, bare); len(tr) > 0 {
+		t.Errorf("traces: %v", tr)
+	}
+}
+
+// TestRootDirLocked: two runtimes cannot own one root dir at once.
+func TestRootDirLocked(t *testing.T) {
+	d := newDriver(nil)
+	root := newRoot(t)
+	rt := d.open(t, root, nil)
+	defer rt.Close()
+	if _, err := local.New(local.Config{RootDir: root, CgroupParent: cgParent, EnvdBinary: envdBin}); err == nil {
+		t.Fatal("a second runtime opened a root dir in use")
+	}
+	rt.Close()
+	rt2 := d.open(t, root, nil)
+	rt2.Close()
+}
+
+// TestConfigErrors: bad configurations fail with clear errors.
+func TestConfigErrors(t *testing.T) {
+	private, err := os.MkdirTemp(testDir, "private-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]local.Config{
+		"relative root":     {RootDir: "relative", EnvdBinary: envdBin},
+		"missing envd":      {RootDir: filepath.Join(testDir, "cfg1"), EnvdBinary: "/nonexistent/paddock"},
+		"envd is a dir":     {RootDir: filepath.Join(testDir, "cfg2"), EnvdBinary: testDir},
+		"unsearchable root": {RootDir: filepath.Join(private, "root"), EnvdBinary: envdBin},
+		"bad cgroup parent": {RootDir: filepath.Join(testDir, "cfg3"), EnvdBinary: envdBin, CgroupParent: "../x"},
+	} {
+		if rt, err := local.New(cfg); err == nil {
+			rt.Close()
+			t.Errorf("%s: local.New succeeded", name)
+		}
+	}
+}
+
+// TestKill9Adoption: a sandbox survives the kill -9 of the process that
+// created it, and a new runtime on the same root adopts and destroys it.
+func TestKill9Adoption(t *testing.T) {
+	d := newDriver(nil)
+	root := newRoot(t)
+	id := conformance.NewID()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=create", "HELPER_ROOT="+root, "HELPER_ID="+id,
+		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_LAYERS="+strings.Join(layers, ":"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper: %q, %v", line, err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	rt := d.open(t, root, nil)
+	defer rt.Close()
+	ctx := context.Background()
+	info, err := rt.Inspect(ctx, id)
+	if err != nil || info.State != runtime.StateRunning || info.Labels["by"] != "helper" {
+		t.Fatalf("Inspect after the creator's kill -9: %+v, %v", info, err)
+	}
+	if err := conformance.Health(ctx, rt, id, 5*time.Second); err != nil {
+		t.Errorf("envd after the creator's kill -9: %v", err)
+	}
+	if err := rt.Pause(ctx, id); err != nil {
+		t.Errorf("Pause: %v", err)
+	}
+	if err := rt.Destroy(ctx, id); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if tr := d.traces(t, rt, id); len(tr) > 0 {
+		t.Errorf("traces: %v", tr)
+	}
+}
+
+// runHelper is the child side of TestKill9Adoption: create a sandbox, say
+// "ready", wait to be killed.
+func runHelper() int {
+	rt, err := local.New(local.Config{
+		RootDir:      os.Getenv("HELPER_ROOT"),
+		CgroupParent: os.Getenv("HELPER_CGROUP"),
+		EnvdBinary:   os.Getenv("HELPER_ENVD"),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := os.Getenv("HELPER_ID")
+	_, err = rt.Create(ctx, runtime.Spec{ID: id, Layers: strings.Split(os.Getenv("HELPER_LAYERS"), ":"),
+		Labels: map[string]string{"by": "helper"}})
+	if err == nil {
+		err = conformance.WaitHealthy(ctx, rt, id)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+	return 1
+}
+
+func regexpMatch(pattern, s string) bool {
+	return regexp.MustCompile(pattern).MatchString(s)
+}

@@ -1,0 +1,59 @@
+package local
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+const metaName = "meta.json"
+
+// meta is what the runtime records about a sandbox besides libcontainer's
+// state: enough for a control plane to re-adopt it after a restart.
+type meta struct {
+	ID        string            `json:"id"`
+	CreatedAt time.Time         `json:"createdAt"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// writeMeta writes dir/meta.json atomically (temp file, fsync, rename).
+func writeMeta(dir string, m meta) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", metaName, err)
+	}
+	f, err := os.CreateTemp(dir, ".meta-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", metaName, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, metaName))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", metaName, err)
+	}
+	return nil
+}
+
+func readMeta(dir string) (meta, error) {
+	var m meta
+	b, err := os.ReadFile(filepath.Join(dir, metaName))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("read %s: %w", metaName, err)
+	}
+	return m, nil
+}
