@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -135,6 +136,8 @@ func (m *Manager) EnsureBase(ctx context.Context) (Template, error) {
 	}
 	layer, err := m.baseLayer(ctx, rec, rd)
 	if err != nil {
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		m.progressf("preparing the base template failed: %s", msg)
 		return Template{}, fmt.Errorf("ensure base template: %w", err)
 	}
 	t, err := m.registerBase(ctx, layer, rd)

@@ -45,7 +45,7 @@ func OpenLayers(dir string) (*Layers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open layers %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(abs, 0o711); err != nil {
+	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open layers %s: %w", abs, err)
 	}
 	l := &Layers{dir: abs}

@@ -60,17 +60,18 @@ func TestRegistryCreateInvalid(t *testing.T) {
 	st := newMemStore()
 	r := NewRegistry(st)
 	for _, bad := range []Template{
-		{Layers: nil},
-		{Layers: []string{"not-a-digest"}},
-		{Layers: []string{layerA}, Aliases: []string{"Bad Alias"}},
-		{Layers: []string{layerA}, Aliases: []string{"app:v1"}},
-		{Layers: []string{layerA}, Aliases: []string{"App"}}, // not normalised
-		{Layers: []string{layerA}, Aliases: []string{"dup", "dup"}},
-		{Layers: []string{layerA}, Tags: []string{"bad tag"}},
-		{Layers: []string{layerA}, ID: "UPPER"},
-		{Layers: []string{layerA}, ID: "same", Aliases: []string{"same"}},
-		{Layers: []string{layerA}, Workdir: "relative"},
-		{Layers: []string{layerA}, CPUCount: -1},
+		{Team: "t", Layers: nil},
+		{Layers: []string{layerA}}, // no team, not built in
+		{Team: "t", Layers: []string{"not-a-digest"}},
+		{Team: "t", Layers: []string{layerA}, Aliases: []string{"Bad Alias"}},
+		{Team: "t", Layers: []string{layerA}, Aliases: []string{"app:v1"}},
+		{Team: "t", Layers: []string{layerA}, Aliases: []string{"App"}}, // not normalised
+		{Team: "t", Layers: []string{layerA}, Aliases: []string{"dup", "dup"}},
+		{Team: "t", Layers: []string{layerA}, Tags: []string{"bad tag"}},
+		{Team: "t", Layers: []string{layerA}, ID: "UPPER"},
+		{Team: "t", Layers: []string{layerA}, ID: "same", Aliases: []string{"same"}},
+		{Team: "t", Layers: []string{layerA}, Workdir: "relative"},
+		{Team: "t", Layers: []string{layerA}, CPUCount: -1},
 	} {
 		if _, err := r.Create(context.Background(), bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Create(%+v) = %v, want ErrInvalid", bad, err)
@@ -160,14 +161,14 @@ func TestRegistryAliasConflicts(t *testing.T) {
 		t.Fatalf("alias fresh claimed by a failed create")
 	}
 	// Same ID twice.
-	if _, err := r.Create(ctx, Template{ID: a.ID, Layers: []string{layerB}}); !errors.Is(err, ErrExists) {
+	if _, err := r.Create(ctx, Template{ID: a.ID, Team: "team-b", Layers: []string{layerB}}); !errors.Is(err, ErrExists) {
 		t.Fatalf("Create with a taken ID = %v, want ErrExists", err)
 	}
 	// An alias equal to an existing ID, and an ID equal to an existing alias.
-	if _, err := r.Create(ctx, Template{Aliases: []string{a.ID}, Layers: []string{layerB}}); !errors.Is(err, ErrAliasTaken) {
+	if _, err := r.Create(ctx, Template{Aliases: []string{a.ID}, Team: "team-b", Layers: []string{layerB}}); !errors.Is(err, ErrAliasTaken) {
 		t.Fatalf("Create with another template's ID as alias = %v, want ErrAliasTaken", err)
 	}
-	if _, err := r.Create(ctx, Template{ID: "app", Layers: []string{layerB}}); !errors.Is(err, ErrExists) {
+	if _, err := r.Create(ctx, Template{ID: "app", Team: "team-b", Layers: []string{layerB}}); !errors.Is(err, ErrExists) {
 		t.Fatalf("Create with another template's alias as ID = %v, want ErrExists", err)
 	}
 
@@ -291,7 +292,7 @@ func TestRegistryStoreErrors(t *testing.T) {
 	if _, err := r.Resolve(context.Background(), "x", "t"); err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "disk on fire") {
 		t.Fatalf("Resolve with a failing store = %v", err)
 	}
-	if _, err := r.Create(context.Background(), Template{Layers: []string{layerA}}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
+	if _, err := r.Create(context.Background(), Template{Team: "t", Layers: []string{layerA}}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
 		t.Fatalf("Create with a failing store = %v", err)
 	}
 }

@@ -150,6 +150,9 @@ func (t *Template) validate() error {
 	if _, err := ValidateTags(t.Tags); err != nil {
 		return err
 	}
+	if t.Team == "" && !t.BuiltIn {
+		return fmt.Errorf("%w: template %s has no owning team and is not built in", ErrInvalid, t.ID)
+	}
 	if len(t.Layers) == 0 {
 		return fmt.Errorf("%w: template %s has no layers", ErrInvalid, t.ID)
 	}
