@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -113,6 +114,7 @@ type driver struct {
 	mu     sync.Mutex
 	roots  map[runtime.Runtime]string
 	net    *network.Manager
+	netCfg *network.Config
 	netDir string
 	bridge string
 }
@@ -130,7 +132,7 @@ func (d *driver) open(t *testing.T, root string, logger *slog.Logger) *local.Run
 		RootDir:      root,
 		CgroupParent: cgParent,
 		EnvdBinary:   envdBin,
-		Network:      d.net,
+		Network:      d.network(),
 		Logger:       logger,
 	})
 	if err != nil {
@@ -169,6 +171,7 @@ func (d *driver) harness() conformance.Harness {
 	return conformance.Harness{
 		New: func(t *testing.T) runtime.Runtime { return d.open(t, newRoot(t), nil) },
 		Reopen: func(t *testing.T, rt runtime.Runtime) runtime.Runtime {
+			d.restartNetwork(t)
 			return d.open(t, d.root(rt), nil)
 		},
 		Layers:    layers,
@@ -199,8 +202,8 @@ func (d *driver) traces(t *testing.T, rt runtime.Runtime, id string) []string {
 			out = append(out, "cgroup "+p)
 		}
 	}
-	if d.net != nil {
-		if ep, err := d.net.Get(id); err == nil {
+	if m := d.network(); m != nil {
+		if ep, err := m.Get(id); err == nil {
 			out = append(out, fmt.Sprintf("network endpoint %+v", ep))
 		}
 		if _, err := os.Lstat(filepath.Join(d.netDir, "netns", id)); err == nil {
@@ -228,7 +231,7 @@ func (d *driver) resources(t *testing.T, rt runtime.Runtime) map[string]int {
 			}
 		}
 	}
-	if d.net != nil {
+	if d.netCfg != nil {
 		ports, _ := os.ReadDir(filepath.Join("/sys/class/net", d.bridge, "brif"))
 		out["bridge ports"] = len(ports)
 		ns, _ := os.ReadDir(filepath.Join(d.netDir, "netns"))
@@ -291,26 +294,52 @@ func newNetDriver(t *testing.T) *driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bridge := fmt.Sprintf("pdkt%d", os.Getpid()%10000)
-	m, err := network.New(network.Config{
-		Bridge:   bridge,
-		Subnet:   netip.MustParsePrefix("10.239.0.0/16"),
+	d := newDriver(nil)
+	d.netDir = dir
+	d.netCfg = &network.Config{
+		Bridge:   fmt.Sprintf("pdkt%d", os.Getpid()%100000),
+		Subnet:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + os.Getpid()%50), 0, 0}), 16),
 		StateDir: filepath.Join(dir, "state"),
 		NetnsDir: filepath.Join(dir, "netns"),
-	})
-	if err != nil {
+	}
+	d.bridge = d.netCfg.Bridge
+	if d.net, err = network.New(*d.netCfg); err != nil {
 		t.Fatalf("network.New: %v", err)
 	}
 	t.Cleanup(func() {
+		m := d.network()
 		if err := m.Teardown(); err != nil {
 			t.Errorf("network teardown: %v", err)
 		}
 		m.Close()
 	})
-	d := newDriver(m)
-	d.netDir = dir
-	d.bridge = bridge
 	return d
+}
+
+// network returns the driver's current network manager.
+func (d *driver) network() *network.Manager {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.net
+}
+
+// restartNetwork replaces the network manager by a new one over the same
+// state, as a restarted process would have.
+func (d *driver) restartNetwork(t *testing.T) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.net == nil {
+		return
+	}
+	if err := d.net.Close(); err != nil {
+		t.Errorf("close network manager: %v", err)
+	}
+	m, err := network.New(*d.netCfg)
+	if err != nil {
+		t.Fatalf("reopen network manager: %v", err)
+	}
+	d.net = m
 }
 
 // sandbox creates a sandbox on a fresh runtime and waits for envd.
@@ -465,8 +494,12 @@ func TestIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantNofile := uint64(1048576)
-	if !strings.Contains(readTrim(t, "/proc/self/status"), "CapEff:\t000001ffffffffff") && own.Max < wantNofile {
-		wantNofile = own.Max // no CAP_SYS_RESOURCE to raise it (as on some CI hosts)
+	capEff, err := strconv.ParseUint(procStatus(t, os.Getpid())["CapEff"], 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if capEff&(1<<24) == 0 && own.Max < wantNofile {
+		wantNofile = own.Max // no CAP_SYS_RESOURCE to raise it (as on this project's VMs)
 	}
 	limits := readTrim(t, fmt.Sprintf("/proc/%d/limits", pid))
 	if !regexpMatch(fmt.Sprintf(`Max open files\s+%d\s+%d`, wantNofile, wantNofile), limits) {
@@ -697,12 +730,25 @@ func TestConfigErrors(t *testing.T) {
 // TestKill9Adoption: a sandbox survives the kill -9 of the process that
 // created it, and a new runtime on the same root adopts and destroys it.
 func TestKill9Adoption(t *testing.T) {
-	d := newDriver(nil)
+	t.Run("NoNetwork", func(t *testing.T) { testKill9Adoption(t, newDriver(nil)) })
+	t.Run("Network", func(t *testing.T) { testKill9Adoption(t, newNetDriver(t)) })
+}
+
+func testKill9Adoption(t *testing.T, d *driver) {
 	root := newRoot(t)
 	id := conformance.NewID()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=create", "HELPER_ROOT="+root, "HELPER_ID="+id,
 		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_LAYERS="+strings.Join(layers, ":"))
+	if d.netCfg != nil {
+		// The helper runs its own manager over the same state.
+		d.network().Close()
+		b, err := json.Marshal(d.netCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, "HELPER_NET="+string(b))
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -712,7 +758,7 @@ func TestKill9Adoption(t *testing.T) {
 		t.Fatal(err)
 	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
+	if err != nil || !strings.HasPrefix(line, "ready") {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatalf("helper: %q, %v", line, err)
@@ -722,12 +768,16 @@ func TestKill9Adoption(t *testing.T) {
 	}
 	cmd.Wait()
 
+	d.restartNetwork(t)
 	rt := d.open(t, root, nil)
 	defer rt.Close()
 	ctx := context.Background()
 	info, err := rt.Inspect(ctx, id)
 	if err != nil || info.State != runtime.StateRunning || info.Labels["by"] != "helper" {
 		t.Fatalf("Inspect after the creator's kill -9: %+v, %v", info, err)
+	}
+	if want := strings.TrimSpace(strings.TrimPrefix(line, "ready")); info.Addr != want {
+		t.Errorf("Inspect Addr %q, the creator got %q", info.Addr, want)
 	}
 	if err := conformance.Health(ctx, rt, id, 5*time.Second); err != nil {
 		t.Errorf("envd after the creator's kill -9: %v", err)
@@ -744,13 +794,27 @@ func TestKill9Adoption(t *testing.T) {
 }
 
 // runHelper is the child side of TestKill9Adoption: create a sandbox, say
-// "ready", wait to be killed.
+// "ready <addr>", wait to be killed.
 func runHelper() int {
-	rt, err := local.New(local.Config{
+	cfg := local.Config{
 		RootDir:      os.Getenv("HELPER_ROOT"),
 		CgroupParent: os.Getenv("HELPER_CGROUP"),
 		EnvdBinary:   os.Getenv("HELPER_ENVD"),
-	})
+	}
+	if n := os.Getenv("HELPER_NET"); n != "" {
+		var nc network.Config
+		if err := json.Unmarshal([]byte(n), &nc); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 1
+		}
+		m, err := network.New(nc)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 1
+		}
+		cfg.Network = m
+	}
+	rt, err := local.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
@@ -758,7 +822,7 @@ func runHelper() int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	id := os.Getenv("HELPER_ID")
-	_, err = rt.Create(ctx, runtime.Spec{ID: id, Layers: strings.Split(os.Getenv("HELPER_LAYERS"), ":"),
+	info, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: strings.Split(os.Getenv("HELPER_LAYERS"), ":"),
 		Labels: map[string]string{"by": "helper"}})
 	if err == nil {
 		err = conformance.WaitHealthy(ctx, rt, id)
@@ -767,9 +831,51 @@ func runHelper() int {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
-	fmt.Println("ready")
+	fmt.Println("ready", info.Addr)
 	time.Sleep(time.Minute)
 	return 1
+}
+
+// TestNetworkIsolation: a sandbox on the network manager joins the
+// manager's namespace and sees only its own devices.
+func TestNetworkIsolation(t *testing.T) {
+	d := newNetDriver(t)
+	id := conformance.NewID()
+	rt, root := sandbox(t, d, runtime.Spec{ID: id})
+	ep, err := d.network().Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := rt.Inspect(context.Background(), id)
+	if err != nil || info.Addr != ep.Addr.String() {
+		t.Errorf("Inspect: %+v, %v; want Addr %s", info, err, ep.Addr)
+	}
+	pid := initPid(t, root, id)
+	var a, b syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(ep.NetnsPath, &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino != b.Ino || a.Dev != b.Dev {
+		t.Errorf("sandbox netns %d, endpoint netns %d: want the same", a.Ino, b.Ino)
+	}
+	if out, code := execIn(t, root, id, "ls", "/sys/class/net"); code != 0 || strings.Join(strings.Fields(out), " ") != "eth0 lo" {
+		t.Errorf("network devices inside: %q (exit %d), want eth0 lo", out, code)
+	}
+	if out, code := execIn(t, root, id, "ip", "-4", "addr", "show", "eth0"); code != 0 || !strings.Contains(out, ep.Addr.String()+"/") {
+		t.Errorf("eth0 inside: %q (exit %d), want address %s", out, code, ep.Addr)
+	}
+	if out, code := execIn(t, root, id, "ip", "link", "set", "lo", "down"); code == 0 {
+		t.Errorf("sandbox root reconfigured its network: %q", out)
+	}
+	if out, code := execIn(t, root, id, "sh", "-c", "echo 1 > /sys/class/net/eth0/mtu"); code == 0 {
+		t.Errorf("writing sysfs succeeded: %q", out)
+	}
+	if out, code := execIn(t, root, id, "cat", "/etc/resolv.conf"); code != 0 || !strings.Contains(out, "nameserver") {
+		t.Errorf("resolv.conf inside: %q (exit %d), want the manager's nameservers", out, code)
+	}
 }
 
 func regexpMatch(pattern, s string) bool {
