@@ -18,30 +18,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paddockhq/paddock/internal/auth"
 	"github.com/paddockhq/paddock/internal/platform/api"
 	"github.com/paddockhq/paddock/internal/sandbox"
 )
 
-// Authenticator verifies API keys.
-type Authenticator interface {
-	// Authenticate returns the team an API key belongs to, or an error when
-	// the key is malformed, unknown, revoked or expired.
-	Authenticate(ctx context.Context, apiKey string) (team string, err error)
-}
-
-// FailureLimiter rate-limits failed authentication per client address.
-type FailureLimiter interface {
-	// Blocked reports whether addr is blocked and for how long.
-	Blocked(addr string) (bool, time.Duration)
-	// Failed records a failed attempt from addr.
-	Failed(addr string)
-}
-
 // Config configures the API handler.
 type Config struct {
 	Sandboxes *sandbox.Service
-	Auth      Authenticator
-	Limiter   FailureLimiter
+	// Keys verifies API keys.
+	Keys *auth.Keys
+	// Limiter rate-limits failed authentication per client address.
+	Limiter *auth.Limiter
 	// Health reports readiness and named checks for GET /health.
 	Health  func() (ready bool, checks map[string]string)
 	Version string
@@ -95,7 +83,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		addr := clientAddr(r)
 		if s.cfg.Limiter != nil {
-			if blocked, wait := s.cfg.Limiter.Blocked(addr); blocked {
+			if wait, ok := s.cfg.Limiter.Allow(addr); !ok {
 				secs := int(wait.Round(time.Second) / time.Second)
 				if secs < 1 {
 					secs = 1
@@ -108,21 +96,21 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		key := r.Header.Get("X-API-Key")
 		if key == "" {
 			if s.cfg.Limiter != nil {
-				s.cfg.Limiter.Failed(addr)
+				s.cfg.Limiter.Fail(addr)
 			}
 			writeError(w, http.StatusUnauthorized, "missing API key: send it in the X-API-KEY header")
 			return
 		}
-		team, err := s.cfg.Auth.Authenticate(r.Context(), key)
+		k, err := s.cfg.Keys.Verify(r.Context(), key)
 		if err != nil {
 			if s.cfg.Limiter != nil {
-				s.cfg.Limiter.Failed(addr)
+				s.cfg.Limiter.Fail(addr)
 			}
 			s.log.Info("authentication failed", "remote", addr, "err", err)
 			writeError(w, http.StatusUnauthorized, "invalid API key")
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), teamKey{}, team)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), teamKey{}, k.Team)))
 	})
 }
 

@@ -1,0 +1,417 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/paddockhq/paddock/internal/auth"
+	"github.com/paddockhq/paddock/internal/envd"
+	"github.com/paddockhq/paddock/internal/platform"
+	"github.com/paddockhq/paddock/internal/proxy"
+	"github.com/paddockhq/paddock/internal/runtime/local"
+	"github.com/paddockhq/paddock/internal/runtime/local/network"
+	"github.com/paddockhq/paddock/internal/sandbox"
+	"github.com/paddockhq/paddock/internal/store"
+	"github.com/paddockhq/paddock/internal/store/bolt"
+	"github.com/paddockhq/paddock/internal/store/redis"
+	"github.com/paddockhq/paddock/internal/template"
+	"github.com/paddockhq/paddock/internal/version"
+)
+
+func init() {
+	register("serve", "run the control plane: Platform API, proxy and sandboxes", runServe)
+}
+
+// DefaultDataDir is where Paddock keeps its state unless told otherwise.
+const DefaultDataDir = "/var/lib/paddock"
+
+type serveFlags struct {
+	listen     string
+	dataDir    string
+	cacheDir   string
+	domain     string
+	runtime    string
+	storeURL   string
+	maxTimeout time.Duration
+	bridge     string
+	subnet     string
+	mirror     string
+	logLevel   string
+}
+
+func runServe(args []string) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:3000", "address of the Platform API and the sandbox proxy")
+	fs.StringVar(&f.dataDir, "data-dir", DefaultDataDir, "directory for Paddock's state (store, layers, sandboxes)")
+	fs.StringVar(&f.cacheDir, "cache-dir", template.DefaultCacheDir, "machine-wide cache of the base template and Debian packages")
+	fs.StringVar(&f.domain, "domain", "", "sandbox domain: hosts <port>-<sandboxID>.<domain> reach sandbox ports")
+	fs.StringVar(&f.runtime, "runtime", "local", "sandbox runtime (local)")
+	fs.StringVar(&f.storeURL, "store", "", "state store: empty for the embedded store in the data dir, or redis://host:port/db")
+	fs.DurationVar(&f.maxTimeout, "max-timeout", 24*time.Hour, "longest sandbox lifetime a client may ask for")
+	fs.StringVar(&f.bridge, "bridge", network.DefaultBridge, "host bridge for sandbox networks")
+	fs.StringVar(&f.subnet, "subnet", network.DefaultSubnet.String(), "address pool of sandbox networks")
+	fs.StringVar(&f.mirror, "debian-mirror", "", "Debian mirror for building the base template (default: the one apt uses)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	if f.runtime != "local" {
+		return fmt.Errorf("--runtime %q is not supported (available: local)", f.runtime)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("paddock serve must run as root (it creates namespaces, cgroups and mounts)")
+	}
+	subnet, err := netip.ParsePrefix(f.subnet)
+	if err != nil {
+		return fmt.Errorf("--subnet: %w", err)
+	}
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return err
+	}
+	// Sandboxes' user namespaces walk this path to reach their root
+	// filesystems, so it is searchable (o+x) but not listable by others.
+	if err := os.MkdirAll(dataDir, 0o711); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if err := os.Chmod(dataDir, 0o711); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	st, err := openStore(ctx, f.storeURL, dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	secret, err := serverSecret(ctx, st)
+	if err != nil {
+		return err
+	}
+	keys := auth.NewKeys(st, auth.WithLogger(log))
+	initialKey, err := ensureInitialKey(ctx, keys, dataDir)
+	if err != nil {
+		return err
+	}
+
+	netMgr, err := network.New(network.Config{
+		Bridge: f.bridge, Subnet: subnet,
+		StateDir: filepath.Join(dataDir, "network"),
+	})
+	if err != nil {
+		return fmt.Errorf("set up sandbox networking: %w", err)
+	}
+	defer netMgr.Close()
+	rt, err := local.New(local.Config{
+		RootDir: filepath.Join(dataDir, "runtime"),
+		Network: netMgr,
+		Logger:  log,
+	})
+	if err != nil {
+		return fmt.Errorf("start local runtime: %w", err)
+	}
+	defer rt.Close()
+
+	tm, err := template.New(template.Config{
+		DataDir: dataDir, CacheDir: f.cacheDir, Store: st, Mirror: f.mirror,
+		Progress: os.Stderr, Logger: log, EnvdVersion: envd.Version,
+	})
+	if err != nil {
+		return err
+	}
+	templates := newTemplateSource(tm)
+	go templates.build(ctx)
+
+	node, _ := os.Hostname()
+	svc, err := sandbox.New(sandbox.Config{
+		Runtime: rt, Store: st, Templates: templates, Secret: secret,
+		Domain: f.domain, Node: node, MaxTimeout: f.maxTimeout,
+		NewID: auth.NewSandboxID, Logger: log.With("component", "sandbox"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(ctx); err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	apiHandler := platform.New(platform.Config{
+		Sandboxes: svc,
+		Keys:      keys,
+		Limiter:   auth.NewLimiter(auth.LimiterConfig{}),
+		Health:    templates.health,
+		Version:   version.Version,
+		Runtime:   f.runtime,
+		Logger:    log.With("component", "api"),
+	})
+	px := proxy.New(proxy.Config{Domain: f.domain, Sandboxes: proxyAdapter{svc}, Logger: log.With("component", "proxy")})
+	defer px.Close()
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if px.Match(r) {
+			px.ServeHTTP(w, r)
+			return
+		}
+		apiHandler.ServeHTTP(w, r)
+	})
+
+	l, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler: handler, Protocols: &protocols,
+		ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 640 * time.Second, MaxHeaderBytes: 1 << 20,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	adminL, err := listenAdmin(filepath.Join(dataDir, adminSocket))
+	if err != nil {
+		return err
+	}
+	admin := &http.Server{Handler: platform.AdminHandler(keys), ReadHeaderTimeout: 10 * time.Second}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- ignoreClosed(srv.Serve(l)) }()
+	go func() { defer wg.Done(); errc <- ignoreClosed(admin.Serve(adminL)) }()
+	printBanner(os.Stdout, l.Addr().String(), f.domain, initialKey, dataDir)
+	log.Info("paddock serving", "addr", l.Addr().String(), "dataDir", dataDir, "version", version.Version)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down; sandboxes keep running and are adopted at the next start")
+	case err = <-errc:
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdown)
+	_ = admin.Shutdown(shutdown)
+	wg.Wait()
+	return err
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// openStore opens the embedded store in the data dir, or Redis/Valkey.
+func openStore(ctx context.Context, url, dataDir string) (store.Store, error) {
+	if url == "" {
+		s, err := bolt.Open(filepath.Join(dataDir, "paddock.db"))
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return s, nil
+	}
+	if strings.HasPrefix(url, "redis") || strings.HasPrefix(url, "valkey") || strings.HasPrefix(url, "unix") {
+		redis.SetLogger(slog.Default())
+		s, err := redis.Open(ctx, url)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("--store %q: use empty (embedded) or a redis:// URL", url)
+}
+
+// serverSecret returns the HMAC secret shared by every replica (created once).
+func serverSecret(ctx context.Context, st store.Store) ([]byte, error) {
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, err
+	}
+	err := st.Apply(ctx, store.Op{Collection: "config", Key: "secret", Value: fresh, Cond: store.IfAbsent})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		return nil, fmt.Errorf("store server secret: %w", err)
+	}
+	secret, err := st.Get(ctx, "config", "secret")
+	if err != nil {
+		return nil, fmt.Errorf("read server secret: %w", err)
+	}
+	return secret, nil
+}
+
+// initialKeyFile holds the first API key, readable by root only.
+const initialKeyFile = "initial-api-key"
+
+// ensureInitialKey creates the first API key when there is none and writes
+// it to the data dir; it returns the new key ("" when keys already existed).
+func ensureInitialKey(ctx context.Context, keys *auth.Keys, dataDir string) (string, error) {
+	list, err := keys.List(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list API keys: %w", err)
+	}
+	if len(list) > 0 {
+		return "", nil
+	}
+	plain, _, err := keys.Create(ctx, auth.DefaultTeam, "initial", nil)
+	if err != nil {
+		return "", fmt.Errorf("create the first API key: %w", err)
+	}
+	path := filepath.Join(dataDir, initialKeyFile)
+	if err := os.WriteFile(path, []byte(plain+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return plain, os.Chmod(path, 0o600)
+}
+
+func printBanner(w io.Writer, addr, domain, initialKey, dataDir string) {
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	base := "http://" + net.JoinHostPort(host, port)
+	fmt.Fprintf(w, "Paddock %s is serving the E2B API on %s\n\n", version.Version, base)
+	if initialKey != "" {
+		fmt.Fprintf(w, "First API key created (shown once; also in %s):\n\n", filepath.Join(dataDir, initialKeyFile))
+	} else {
+		fmt.Fprintf(w, "Point the E2B SDK at Paddock (API keys: `paddock apikey list|create`):\n\n")
+	}
+	fmt.Fprintf(w, "  export E2B_API_URL=%s\n  export E2B_SANDBOX_URL=%s\n", base, base)
+	if domain != "" {
+		fmt.Fprintf(w, "  export E2B_DOMAIN=%s\n", domain)
+	}
+	if initialKey != "" {
+		fmt.Fprintf(w, "  export E2B_API_KEY=%s\n", initialKey)
+	}
+	fmt.Fprintln(w)
+}
+
+// adminSocket is the unix socket of the local admin API in the data dir.
+const adminSocket = "paddock.sock"
+
+func listenAdmin(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another paddock serve is running on this data dir (%s answers)", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o077)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on admin socket %s: %w", path, err)
+	}
+	return l, os.Chmod(path, 0o600)
+}
+
+// templateSource adapts the template manager to what the sandbox service
+// consumes, and makes creates wait until the base template is built.
+type templateSource struct {
+	tm    *template.Manager
+	ready chan struct{}
+	mu    sync.Mutex
+	err   error
+}
+
+func newTemplateSource(tm *template.Manager) *templateSource {
+	return &templateSource{tm: tm, ready: make(chan struct{})}
+}
+
+func (t *templateSource) build(ctx context.Context) {
+	_, err := t.tm.EnsureBase(ctx)
+	t.mu.Lock()
+	t.err = err
+	t.mu.Unlock()
+	if err != nil {
+		slog.Error("base template build failed; sandboxes cannot be created until it succeeds (restart to retry)", "err", err)
+	}
+	close(t.ready)
+}
+
+func (t *templateSource) health() (bool, map[string]string) {
+	select {
+	case <-t.ready:
+	default:
+		return false, map[string]string{"baseTemplate": "building"}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return false, map[string]string{"baseTemplate": "error: " + t.err.Error()}
+	}
+	return true, map[string]string{"baseTemplate": "ready"}
+}
+
+func (t *templateSource) Resolve(ctx context.Context, ref, team string) (sandbox.Template, error) {
+	select {
+	case <-t.ready:
+	case <-ctx.Done():
+		return sandbox.Template{}, fmt.Errorf("%w: base template still building: %v", sandbox.ErrNotReady, ctx.Err())
+	}
+	tpl, err := t.tm.Registry().Resolve(ctx, ref, team)
+	switch {
+	case errors.Is(err, template.ErrNotFound):
+		return sandbox.Template{}, fmt.Errorf("%w: %v", sandbox.ErrTemplate, err)
+	case errors.Is(err, template.ErrForbidden):
+		return sandbox.Template{}, fmt.Errorf("%w: %v", sandbox.ErrForbidden, err)
+	case errors.Is(err, template.ErrInvalid):
+		return sandbox.Template{}, fmt.Errorf("%w: %v", sandbox.ErrInvalid, err)
+	case err != nil:
+		return sandbox.Template{}, err
+	}
+	layers, err := t.tm.LayerPaths(tpl)
+	if err != nil {
+		return sandbox.Template{}, fmt.Errorf("template %s: %w", tpl.ID, err)
+	}
+	ev := tpl.EnvdVersion
+	if ev == "" {
+		ev = envd.Version
+	}
+	return sandbox.Template{
+		ID: tpl.ID, Alias: tpl.Name(), Layers: layers,
+		CPUs: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskSizeMB,
+		User: tpl.User, Workdir: tpl.Workdir, Env: tpl.Env,
+		StartCmd: tpl.StartCmd, ReadyCmd: tpl.ReadyCmd, EnvdVersion: ev,
+	}, nil
+}
+
+// proxyAdapter lets the proxy reach sandboxes through the sandbox service.
+type proxyAdapter struct{ svc *sandbox.Service }
+
+func (a proxyAdapter) Route(ctx context.Context, id string) (proxy.Route, error) {
+	in, err := a.svc.Ingress(ctx, id)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return proxy.Route{}, fmt.Errorf("%w: %v", proxy.ErrGone, err)
+	}
+	if err != nil {
+		return proxy.Route{}, err
+	}
+	return proxy.Route{
+		Dial:            func(ctx context.Context, port int) (net.Conn, error) { return a.svc.Dial(ctx, id, port) },
+		TrafficToken:    in.TrafficToken,
+		MaskRequestHost: in.MaskRequestHost,
+	}, nil
+}
