@@ -122,7 +122,10 @@ func (m *Manager) EnsureBase(ctx context.Context) (Template, error) {
 	rec := baseRecipe()
 	rd := rec.digest()
 	if t, ok := m.currentBase(ctx, rd); ok {
-		return t, nil
+		if t.EnvdVersion == m.cfg.EnvdVersion {
+			return t, nil
+		}
+		return m.registerBase(ctx, t.Layers[0], rd) // only the envd version changed
 	}
 	unlock, err := lockFile(ctx, filepath.Join(m.layers.Dir(), ".base.lock"), func() {
 		m.progressf("waiting for another process preparing the base template in %s...", m.cfg.DataDir)
@@ -189,13 +192,13 @@ func (m *Manager) registerBase(ctx context.Context, layer, rd string) (Template,
 }
 
 // cachePaths returns the machine-cache archive candidates for recipe rd,
-// preferred (written) one first.
+// the preferred (written) one first; .tar.zst only when zstd is installed.
 func (m *Manager) cachePaths(rd string) []string {
 	base := filepath.Join(m.cfg.CacheDir, "base-"+rd+".tar")
 	if zstdAvailable() {
 		return []string{base + ".zst", base}
 	}
-	return []string{base, base + ".zst"}
+	return []string{base}
 }
 
 // baseLayer produces the base layer for recipe rd, from the machine cache

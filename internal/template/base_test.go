@@ -53,7 +53,7 @@ func TestEnsureBaseReal(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("TestEnsureBaseReal needs root (debootstrap, chown); run the tests as root")
 	}
-	if _, err := exec.LookPath("debootstrap"); err != nil {
+	if _, err := debootstrapPath(); err != nil {
 		t.Fatal("TestEnsureBaseReal needs debootstrap (scripts/setup.sh installs it):", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)

@@ -52,7 +52,7 @@ func (m *Manager) buildBase(ctx context.Context, dir string, rec recipe, debs st
 	if os.Geteuid() != 0 {
 		return errors.New("building the base template needs root (debootstrap, chown)")
 	}
-	if _, err := exec.LookPath("debootstrap"); err != nil {
+	if _, err := debootstrapPath(); err != nil {
 		return fmt.Errorf("building the base template needs debootstrap (apt-get install debootstrap): %w", err)
 	}
 	mirror, srcs, err := m.mirror()
@@ -80,8 +80,12 @@ func (m *Manager) debootstrap(ctx context.Context, dir string, rec recipe, mirro
 	m.progressf("  debootstrap %s (%s + %d packages) from %s", rec.Suite, rec.Variant, len(rec.Packages), mirror)
 	debootstrapRuns.Add(1)
 
-	cmd := exec.CommandContext(ctx, "debootstrap", args...)
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	bin, err := debootstrapPath()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(withSbinPath(os.Environ()), "DEBIAN_FRONTEND=noninteractive")
 	// Its own process group, so cancelling stops dpkg and friends too; TERM
 	// first lets debootstrap unmount what it mounted in the new root.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -109,7 +113,7 @@ func (m *Manager) debootstrap(ctx context.Context, dir string, rec recipe, mirro
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	err := cmd.Run()
+	err = cmd.Run()
 	pw.Close()
 	wg.Wait()
 	if cmd.Process != nil {
@@ -129,6 +133,45 @@ func (m *Manager) debootstrap(ctx context.Context, dir string, rec recipe, mirro
 	return nil
 }
 
+// debootstrapPath finds debootstrap, also in /usr/sbin when PATH lacks it.
+func debootstrapPath() (string, error) {
+	p, err := exec.LookPath("debootstrap")
+	if err == nil {
+		return p, nil
+	}
+	if fi, serr := os.Stat("/usr/sbin/debootstrap"); serr == nil && fi.Mode()&0o111 != 0 {
+		return "/usr/sbin/debootstrap", nil
+	}
+	return "", err
+}
+
+// withSbinPath returns env with the sbin directories on PATH (debootstrap
+// runs chroot, dpkg and friends from there).
+func withSbinPath(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	path := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+			continue
+		}
+		out = append(out, kv)
+	}
+	have := map[string]bool{}
+	for _, d := range filepath.SplitList(path) {
+		have[d] = true
+	}
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		if !have[d] {
+			if path != "" {
+				path += ":"
+			}
+			path += d
+		}
+	}
+	return append(out, "PATH="+path)
+}
+
 // debootstrapPhase maps a debootstrap output line to a phase name.
 func debootstrapPhase(line string) string {
 	msg, ok := strings.CutPrefix(line, "I: ")
@@ -145,9 +188,9 @@ func debootstrapPhase(line string) string {
 	}
 	switch {
 	case has("Retrieving InRelease", "Retrieving Release", "Checking Release", "Valid Release",
-		"Retrieving Packages", "Validating Packages", "Checking component"):
+		"Retrieving Packages", "Validating Packages"):
 		return "fetching package lists"
-	case has("Resolving dependencies", "Found "):
+	case has("Resolving dependencies", "Found ", "Checking component"):
 		return "resolving dependencies"
 	case has("Retrieving ", "Validating "):
 		return "downloading packages"

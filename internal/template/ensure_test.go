@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paddockhq/paddock/internal/runtime"
+	"github.com/paddockhq/paddock/internal/store"
 )
 
 // These tests drive EnsureBase's logic with a small fake base archive in a
@@ -109,6 +110,19 @@ func TestEnsureBaseFromCache(t *testing.T) {
 		t.Fatalf("concurrent EnsureBase extracted %d more times", n-before)
 	}
 
+	// A new envd version only updates the record.
+	m3, err := New(Config{DataDir: m.cfg.DataDir, CacheDir: cache, Store: st, Progress: p, EnvdVersion: "9.9.10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = strings.Count(p.String(), "extracting")
+	if got, err := m3.EnsureBase(ctx); err != nil || got.EnvdVersion != "9.9.10" || got.Layers[0] != digest {
+		t.Fatalf("EnsureBase with a new envd version = %+v, %v", got, err)
+	}
+	if n := strings.Count(p.String(), "extracting"); n != before {
+		t.Fatal("a new envd version re-extracted the base")
+	}
+
 	// A missing layer (data dir cleaned) is restored.
 	if err := m.Layers().Remove(digest); err != nil {
 		t.Fatal(err)
@@ -173,8 +187,15 @@ func TestEnsureBaseUpgradesRecipe(t *testing.T) {
 	}
 
 	// The alias belongs to somebody else: refuse.
+	// (Create refuses the reserved alias; older data may still hold it.)
+	if _, err := reg.Create(ctx, Template{Aliases: []string{BaseAlias}, Team: "team-a", Layers: []string{layerA}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a team template took the reserved alias: %v", err)
+	}
 	st2 := newMemStore()
-	mustCreate(t, NewRegistry(st2), Template{Aliases: []string{BaseAlias}, Team: "team-a", Layers: []string{layerA}})
+	mustCreate(t, NewRegistry(st2), Template{ID: "squatter", Aliases: []string{"x"}, Team: "team-a", Layers: []string{layerA}})
+	if err := st2.Apply(ctx, store.Op{Collection: AliasesCollection, Key: BaseAlias, Value: aliasValue("squatter")}); err != nil {
+		t.Fatal(err)
+	}
 	m2, err := New(Config{DataDir: t.TempDir(), CacheDir: cache, Store: st2})
 	if err != nil {
 		t.Fatal(err)

@@ -173,25 +173,36 @@ func TestArchiveRoundTrip(t *testing.T) {
 
 func TestDebootstrapPhase(t *testing.T) {
 	for line, want := range map[string]string{
-		"I: Retrieving InRelease ":                   "fetching package lists",
-		"I: Checking Release signature":              "fetching package lists",
-		"I: Retrieving Packages ":                    "fetching package lists",
-		"I: Resolving dependencies of base packages": "resolving dependencies",
-		"I: Retrieving libc6 2.36-9":                 "downloading packages",
-		"I: Validating libc6 2.36-9":                 "downloading packages",
-		"I: Extracting bash...":                      "extracting packages",
-		"I: Installing core packages...":             "installing core packages",
-		"I: Unpacking required packages...":          "unpacking required packages",
-		"I: Configuring required packages...":        "configuring required packages",
-		"I: Unpacking the base system...":            "unpacking the other packages",
-		"I: Configuring the base system...":          "configuring the other packages",
-		"I: Base system installed successfully.":     "done",
-		"I: Configuring libc-bin...":                 "",
-		"W: something":                               "",
-		"Setting up bash":                            "",
+		"I: Retrieving InRelease ":                              "fetching package lists",
+		"I: Checking Release signature":                         "fetching package lists",
+		"I: Retrieving Packages ":                               "fetching package lists",
+		"I: Resolving dependencies of base packages":            "resolving dependencies",
+		"I: Checking component main on http://m.test/debian...": "resolving dependencies",
+		"I: Retrieving libc6 2.36-9":                            "downloading packages",
+		"I: Validating libc6 2.36-9":                            "downloading packages",
+		"I: Extracting bash...":                                 "extracting packages",
+		"I: Installing core packages...":                        "installing core packages",
+		"I: Unpacking required packages...":                     "unpacking required packages",
+		"I: Configuring required packages...":                   "configuring required packages",
+		"I: Unpacking the base system...":                       "unpacking the other packages",
+		"I: Configuring the base system...":                     "configuring the other packages",
+		"I: Base system installed successfully.":                "done",
+		"I: Configuring libc-bin...":                            "",
+		"W: something":                                          "",
+		"Setting up bash":                                       "",
 	} {
 		if got := debootstrapPhase(line); got != want {
 			t.Errorf("debootstrapPhase(%q) = %q, want %q", line, got, want)
 		}
+	}
+}
+
+func TestWithSbinPath(t *testing.T) {
+	env := withSbinPath([]string{"HOME=/root", "PATH=/usr/bin:/bin"})
+	if env[0] != "HOME=/root" || env[1] != "PATH=/usr/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin" {
+		t.Fatalf("withSbinPath = %q", env)
+	}
+	if env := withSbinPath(nil); len(env) != 1 || env[0] != "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" {
+		t.Fatalf("withSbinPath(nil) = %q", env)
 	}
 }

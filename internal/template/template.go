@@ -139,6 +139,9 @@ func (t *Template) validate() error {
 		if n.Identifier() != a {
 			return fmt.Errorf("%w: alias %q must be a normalised name without tag (%q)", ErrInvalid, a, n.Identifier())
 		}
+		if a == BaseAlias && !t.BuiltIn {
+			return fmt.Errorf("%w: alias %q is reserved for the built-in template", ErrInvalid, a)
+		}
 		if a == t.ID {
 			return fmt.Errorf("%w: alias %q equals the template's ID", ErrInvalid, a)
 		}
