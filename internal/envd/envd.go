@@ -78,6 +78,17 @@ func New(cfg Config) *Daemon {
 		WriteError(w, http.StatusNotFound, "route "+r.Method+" "+r.URL.Path+" not found")
 	})
 	d.handler = withCORS(mux)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	d.server = &http.Server{
+		Handler:           d.handler,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       640 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 	return d
 }
 
@@ -90,17 +101,6 @@ func (d *Daemon) State() *identity.State { return d.state }
 // Serve accepts connections on l until Close is called. It speaks HTTP/1.1
 // and unencrypted HTTP/2 (h2c).
 func (d *Daemon) Serve(l net.Listener) error {
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	d.server = &http.Server{
-		Handler:           d.handler,
-		Protocols:         &protocols,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       640 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
-	}
 	err := d.server.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -110,10 +110,7 @@ func (d *Daemon) Serve(l net.Listener) error {
 
 // Close stops serving and ends every process and watcher the daemon owns.
 func (d *Daemon) Close(ctx context.Context) error {
-	var err error
-	if d.server != nil {
-		err = d.server.Shutdown(ctx)
-	}
+	err := d.server.Shutdown(ctx)
 	d.processes.Close()
 	d.files.Close()
 	return err
