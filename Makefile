@@ -11,14 +11,22 @@ OAPI_CODEGEN := github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@v2.8.2
 BUILD_TAGS := seccomp osusergo netgo
 LDFLAGS := -s -w -linkmode external -extldflags "-static"
 
-.PHONY: help build generate test test-go test-sdk vet fmt clean
+.PHONY: help setup run build generate test test-go test-sdk vet fmt clean
 
 help:
+	@echo "make setup      install what Paddock needs (Debian packages, Node.js) and build it"
+	@echo "make run        setup, then run paddock serve on 127.0.0.1:3000 (data in /var/lib/paddock)"
 	@echo "make build      build $(BIN) (static, cgo, seccomp)"
 	@echo "make generate   regenerate Go code from api/ (protoc + protoc-gen-go + protoc-gen-connect-go; oapi-codegen)"
 	@echo "make test       go vet + Go tests (race) + SDK tests; what .ci/run runs"
 	@echo "make test-go    Go tests only"
 	@echo "make test-sdk   the official E2B SDK suites (test/sdk) against the real binary"
+
+setup:
+	scripts/setup.sh
+
+run: setup
+	bin/paddock serve $(SERVE_FLAGS)
 
 build:
 	CGO_ENABLED=1 $(GO) build -tags '$(BUILD_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/paddock
