@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +70,22 @@ type containerParams struct {
 	netnsPath string // network namespace to join; empty: a private one
 	etc       etcFiles
 	sysfs     string // host-side sysfs of netnsPath to bind at /sys
+}
+
+// nativeArches are the seccomp names of the architectures Go builds for.
+var nativeArches = map[string]specs.Arch{
+	"amd64": specs.ArchX86_64, "arm64": specs.ArchAARCH64, "ppc64le": specs.ArchPPC64LE,
+	"s390x": specs.ArchS390X, "riscv64": specs.ArchRISCV64, "loong64": specs.ArchLOONGARCH64,
+}
+
+// nativeOnly keeps the native architecture of a profile's list (dropping
+// 32-bit compat ones such as x86 and x32 on amd64).
+func nativeOnly(arches []specs.Arch) []specs.Arch {
+	native, ok := nativeArches[goruntime.GOARCH]
+	if !ok || !slices.Contains(arches, native) {
+		return arches
+	}
+	return []specs.Arch{native}
 }
 
 // specconvMu serialises specconv.CreateLibcontainerConfig: it writes the
@@ -174,10 +192,17 @@ func (r *Runtime) containerConfig(p containerParams) (*configs.Config, error) {
 	}
 
 	// Docker's default seccomp profile, resolved against the capabilities
-	// above (it allows more syscalls to holders of some capabilities).
+	// above (it allows more syscalls to holders of some capabilities). By
+	// default for the native architecture only: 32-bit compat system calls
+	// are refused, and the filter, which libseccomp compiles in every
+	// sandbox's init, builds about three times faster (~50 ms per create
+	// here).
 	prof, err := seccomp.GetDefaultProfile(spec)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp profile: %w", err)
+	}
+	if !r.cfg.Compat32Bit {
+		prof.Architectures = nativeOnly(prof.Architectures)
 	}
 	lin.Seccomp = prof
 

@@ -77,6 +77,10 @@ type Config struct {
 	// Network creates sandbox networks. nil gives each sandbox a private
 	// network namespace with loopback only (Dial still works).
 	Network *network.Manager
+	// Compat32Bit also allows 32-bit compat system calls (x86 and x32 on
+	// amd64), as Docker's profile does. Off by default: 32-bit binaries do
+	// not run in sandboxes, and each create is ~50 ms faster.
+	Compat32Bit bool
 	// LogMaxBytes caps envd.log: above it the log is rotated to envd.log.1.
 	// Default DefaultLogMaxBytes.
 	LogMaxBytes int64
@@ -339,6 +343,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	if err := ctx.Err(); err != nil {
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
+	tConfig := time.Now()
 	c, err := libcontainer.Create(r.stateDir, id, cfg)
 	if err != nil {
 		if errors.Is(err, libcontainer.ErrExist) {
@@ -370,8 +375,8 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	}
 	r.watch(id, proc)
 	tRun := time.Now()
-	r.log.Debug("sandbox created", "sandbox", id,
-		"overlay", tOverlay.Sub(t0), "network", tNet.Sub(tOverlay), "container", tRun.Sub(tNet))
+	r.log.Debug("sandbox created", "sandbox", id, "overlay", tOverlay.Sub(t0), "network", tNet.Sub(tOverlay),
+		"config", tConfig.Sub(tNet), "container", tRun.Sub(tConfig))
 
 	info = runtime.Info{ID: id, State: runtime.StateRunning, CreatedAt: m.CreatedAt, Labels: copyLabels(spec.Labels)}
 	if ep != nil {

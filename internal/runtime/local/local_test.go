@@ -123,7 +123,7 @@ func newDriver(netMgr *network.Manager) *driver {
 	return &driver{roots: map[runtime.Runtime]string{}, net: netMgr}
 }
 
-func (d *driver) open(t *testing.T, root string, logger *slog.Logger) *local.Runtime {
+func (d *driver) open(t testing.TB, root string, logger *slog.Logger) *local.Runtime {
 	t.Helper()
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -150,7 +150,7 @@ func (d *driver) root(rt runtime.Runtime) string {
 	return d.roots[rt]
 }
 
-func newRoot(t *testing.T) string {
+func newRoot(t testing.TB) string {
 	t.Helper()
 	root, err := os.MkdirTemp(testDir, "root-")
 	if err != nil {
@@ -288,7 +288,7 @@ func TestConformanceNetwork(t *testing.T) {
 }
 
 // newNetDriver starts a network manager on a test bridge and subnet.
-func newNetDriver(t *testing.T) *driver {
+func newNetDriver(t testing.TB) *driver {
 	t.Helper()
 	dir, err := os.MkdirTemp(testDir, "net-")
 	if err != nil {
@@ -325,7 +325,7 @@ func (d *driver) network() *network.Manager {
 
 // restartNetwork replaces the network manager by a new one over the same
 // state, as a restarted process would have.
-func (d *driver) restartNetwork(t *testing.T) {
+func (d *driver) restartNetwork(t testing.TB) {
 	t.Helper()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -702,6 +702,30 @@ func TestRootDirLocked(t *testing.T) {
 	rt.Close()
 	rt2 := d.open(t, root, nil)
 	rt2.Close()
+}
+
+// TestCompat32Bit: Docker's full profile (with 32-bit compat
+// architectures) also works.
+func TestCompat32Bit(t *testing.T) {
+	rt, err := local.New(local.Config{RootDir: newRoot(t), CgroupParent: cgParent, EnvdBinary: envdBin, Compat32Bit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	ctx := context.Background()
+	id := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: layers}); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Destroy(ctx, id)
+	hctx, cancel := context.WithTimeout(ctx, conformance.HealthTimeout)
+	defer cancel()
+	if err := conformance.WaitHealthy(hctx, rt, id); err != nil {
+		t.Error(err)
+	}
+	if err := rt.Destroy(ctx, id); err != nil {
+		t.Error(err)
+	}
 }
 
 // TestConfigErrors: bad configurations fail with clear errors.

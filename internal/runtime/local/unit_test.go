@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/paddockhq/paddock/internal/runtime"
 )
@@ -81,5 +84,18 @@ func TestValidateSpec(t *testing.T) {
 		if (err != nil) != c.wantErr {
 			t.Errorf("%s: validateSpec error %v, want error %v", name, err, c.wantErr)
 		}
+	}
+}
+
+func TestNativeOnly(t *testing.T) {
+	full := []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32}
+	if goruntime.GOARCH == "amd64" {
+		if got := nativeOnly(full); len(got) != 1 || got[0] != specs.ArchX86_64 {
+			t.Errorf("nativeOnly(%v) = %v, want [x86_64]", full, got)
+		}
+	}
+	other := []specs.Arch{specs.ArchMIPS}
+	if got := nativeOnly(other); len(got) != 1 || got[0] != specs.ArchMIPS {
+		t.Errorf("nativeOnly(%v) = %v, want it unchanged", other, got)
 	}
 }

@@ -1,0 +1,86 @@
+package local_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paddockhq/paddock/internal/runtime"
+	"github.com/paddockhq/paddock/internal/runtime/conformance"
+)
+
+// phases collects the durations the runtime logs at debug level for each
+// create ("sandbox created": overlay, network, config, container).
+type phases struct {
+	mu  sync.Mutex
+	sum map[string]time.Duration
+	n   int
+}
+
+func (p *phases) Enabled(context.Context, slog.Level) bool { return true }
+func (p *phases) WithAttrs([]slog.Attr) slog.Handler       { return p }
+func (p *phases) WithGroup(string) slog.Handler            { return p }
+func (p *phases) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "sandbox created" {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Value.Kind() == slog.KindDuration {
+			p.sum[a.Key] += a.Value.Duration()
+		}
+		return true
+	})
+	return nil
+}
+
+// BenchmarkCreateDestroy measures create → envd /health OK → destroy and
+// reports each phase in ms/op: overlay, network, config (libcontainer
+// config incl. seccomp profile), container (libcontainer Create+Run),
+// ready (Create returned → first /health 204), destroy.
+func BenchmarkCreateDestroy(b *testing.B) {
+	b.Run("NoNetwork", func(b *testing.B) { benchCreateDestroy(b, newDriver(nil)) })
+	b.Run("Network", func(b *testing.B) { benchCreateDestroy(b, newNetDriver(b)) })
+}
+
+func benchCreateDestroy(b *testing.B, d *driver) {
+	ph := &phases{sum: map[string]time.Duration{}}
+	rt := d.open(b, newRoot(b), slog.New(ph))
+	defer rt.Close()
+	ctx := context.Background()
+	spec := runtime.Spec{Layers: layers, Resources: runtime.Resources{CPUs: 1, MemoryBytes: 512 << 20, Pids: 512}}
+	var ready, destroy time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		spec.ID = conformance.NewID()
+		if _, err := rt.Create(ctx, spec); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		hctx, cancel := context.WithTimeout(ctx, conformance.HealthTimeout)
+		err := conformance.WaitHealthy(hctx, rt, spec.ID)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := rt.Destroy(ctx, spec.ID); err != nil {
+			b.Fatal(err)
+		}
+		ready += t1.Sub(t0)
+		destroy += time.Since(t1)
+	}
+	b.StopTimer()
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(b.N) }
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	for _, k := range []string{"overlay", "network", "config", "container"} {
+		b.ReportMetric(ms(ph.sum[k]), k+"-ms/op")
+	}
+	b.ReportMetric(ms(ready), "ready-ms/op")
+	b.ReportMetric(ms(destroy), "destroy-ms/op")
+}
