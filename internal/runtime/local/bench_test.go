@@ -84,3 +84,34 @@ func benchCreateDestroy(b *testing.B, d *driver) {
 	b.ReportMetric(ms(ready), "ready-ms/op")
 	b.ReportMetric(ms(destroy), "destroy-ms/op")
 }
+
+// BenchmarkDial measures Dial to envd plus one /health round trip on a
+// fresh connection (what the proxy pays per new connection).
+func BenchmarkDial(b *testing.B) {
+	b.Run("NoNetwork", func(b *testing.B) { benchDial(b, newDriver(nil)) })
+	b.Run("Network", func(b *testing.B) { benchDial(b, newNetDriver(b)) })
+}
+
+func benchDial(b *testing.B, d *driver) {
+	rt := d.open(b, newRoot(b), nil)
+	defer rt.Close()
+	ctx := context.Background()
+	id := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: layers}); err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Destroy(ctx, id)
+	hctx, cancel := context.WithTimeout(ctx, conformance.HealthTimeout)
+	defer cancel()
+	if err := conformance.WaitHealthy(hctx, rt, id); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := rt.Dial(ctx, id, runtime.EnvdPort)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

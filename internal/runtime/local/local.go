@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/system"
 	"golang.org/x/sys/unix"
 
 	// Lets the cgroup manager apply device rules.
@@ -102,6 +103,7 @@ type Runtime struct {
 
 	mu    sync.Mutex
 	inits map[string]*initWaiter // inits this process started
+	refs  map[string]initRef     // running inits, for Dial without a network manager
 
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -179,6 +181,7 @@ func New(cfg Config) (*Runtime, error) {
 		stateDir:   filepath.Join(cfg.RootDir, "state"),
 		sandboxDir: filepath.Join(cfg.RootDir, "sandboxes"),
 		inits:      map[string]*initWaiter{},
+		refs:       map[string]initRef{},
 		stop:       make(chan struct{}),
 	}
 	for _, d := range []string{cfg.RootDir, r.stateDir, r.sandboxDir} {
@@ -575,35 +578,75 @@ func (r *Runtime) List(ctx context.Context) ([]runtime.Info, error) {
 	return out, nil
 }
 
-// Dial implements runtime.Runtime.
+// Dial implements runtime.Runtime. It is on the proxy's path for every new
+// connection, so it avoids loading the container's state.
 func (r *Runtime) Dial(ctx context.Context, id string, port int) (net.Conn, error) {
 	if port <= 0 || port > 65535 {
 		return nil, fmt.Errorf("dial sandbox %s: invalid port %d", id, port)
 	}
-	c, err := r.load(id)
-	if err != nil {
-		return nil, fmt.Errorf("dial sandbox %s: %w", id, err)
+	if !validID(id) {
+		return nil, fmt.Errorf("dial sandbox %q: %w", id, runtime.ErrNotFound)
 	}
 	if r.cfg.Network != nil {
 		conn, err := r.cfg.Network.Dial(ctx, id, port)
+		if errors.Is(err, network.ErrNotFound) {
+			return nil, fmt.Errorf("dial sandbox %s: %w (%w)", id, runtime.ErrNotFound, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("dial sandbox %s port %d: %w", id, port, err)
 		}
 		return conn, nil
 	}
-	st, err := c.State()
+	pid, err := r.initPid(id)
 	if err != nil {
 		return nil, fmt.Errorf("dial sandbox %s: %w", id, err)
 	}
-	if s, _ := c.Status(); s == libcontainer.Stopped {
-		return nil, fmt.Errorf("dial sandbox %s: sandbox is stopped", id)
-	}
-	nsPath := fmt.Sprintf("/proc/%d/ns/net", st.InitProcessPid)
-	conn, err := dialInNetns(ctx, nsPath, port)
+	conn, err := dialInNetns(ctx, fmt.Sprintf("/proc/%d/ns/net", pid), port)
 	if err != nil {
 		return nil, fmt.Errorf("dial sandbox %s port %d: %w", id, port, err)
 	}
 	return conn, nil
+}
+
+// initRef identifies a sandbox's running init process.
+type initRef struct {
+	pid   int
+	start uint64 // start time in clock ticks, against PID reuse
+}
+
+// initPid returns the PID of the sandbox's running init, from a cache
+// checked against the process's start time.
+func (r *Runtime) initPid(id string) (int, error) {
+	r.mu.Lock()
+	ref, ok := r.refs[id]
+	r.mu.Unlock()
+	if ok {
+		if st, err := system.Stat(ref.pid); err == nil && st.StartTime == ref.start &&
+			st.State != system.Zombie && st.State != system.Dead {
+			return ref.pid, nil
+		}
+	}
+	c, err := r.load(id)
+	if err != nil {
+		return 0, err
+	}
+	if s, err := c.Status(); err != nil || s == libcontainer.Stopped {
+		return 0, errors.New("sandbox is stopped")
+	}
+	st, err := c.State()
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	r.refs[id] = initRef{pid: st.InitProcessPid, start: st.InitProcessStartTime}
+	r.mu.Unlock()
+	return st.InitProcessPid, nil
+}
+
+func (r *Runtime) forget(id string) {
+	r.mu.Lock()
+	delete(r.refs, id)
+	r.mu.Unlock()
 }
 
 // Pause implements runtime.Runtime. Pausing a paused sandbox is a no-op.
@@ -693,6 +736,7 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 // destroy removes every trace of a sandbox in any state, from a fully
 // running one to a half-created one. The caller holds the ID's lock.
 func (r *Runtime) destroy(ctx context.Context, id string) error {
+	r.forget(id)
 	var errs []error
 	if err := r.destroyContainer(ctx, id); err != nil {
 		errs = append(errs, err)
