@@ -191,6 +191,16 @@ func (d *driver) traces(t *testing.T, rt runtime.Runtime, id string) []string {
 	for _, m := range ms {
 		out = append(out, "mount "+m.Mountpoint)
 	}
+	// No thread of this process may pin a mount namespace that still holds
+	// the sandbox's overlay.
+	sbDir := filepath.Join(root, "sandboxes", id)
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "mountinfo"))
+		if err == nil && bytes.Contains(b, []byte(sbDir)) {
+			out = append(out, "mount of "+sbDir+" seen by thread "+task.Name())
+		}
+	}
 	for _, p := range []string{filepath.Join(root, "sandboxes", id), filepath.Join(root, "state", id)} {
 		if _, err := os.Lstat(p); err == nil {
 			out = append(out, "path "+p)
