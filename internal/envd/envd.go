@@ -108,12 +108,12 @@ func (d *Daemon) Serve(l net.Listener) error {
 	return err
 }
 
-// Close stops serving and ends every process and watcher the daemon owns.
+// Close ends every process stream and watcher the daemon owns, then stops
+// serving (so long-lived streams do not hold the shutdown).
 func (d *Daemon) Close(ctx context.Context) error {
-	err := d.server.Shutdown(ctx)
 	d.processes.Close()
 	d.files.Close()
-	return err
+	return d.server.Shutdown(ctx)
 }
 
 // requireToken rejects requests without the access token (when one is set).
