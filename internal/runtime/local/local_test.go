@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -735,6 +737,56 @@ func TestCompat32Bit(t *testing.T) {
 	}
 	if err := rt.Destroy(ctx, id); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestCreateRollback: a create failing late (envd cannot start) leaves
+// nothing behind: no container, cgroup, mount, network endpoint or dir.
+func TestCreateRollback(t *testing.T) {
+	t.Run("NoNetwork", func(t *testing.T) { testCreateRollback(t, newDriver(nil)) })
+	t.Run("Network", func(t *testing.T) { testCreateRollback(t, newNetDriver(t)) })
+}
+
+func testCreateRollback(t *testing.T, d *driver) {
+	// A top layer whose /etc is a file: libcontainer cannot mount
+	// /etc/hostname and fails after the overlay, network, cgroups and the
+	// container's state were made.
+	broken, err := os.MkdirTemp(testDir, "broken-layer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(broken, "etc"), []byte("not a dir"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := newRoot(t)
+	rt := d.open(t, root, nil)
+	defer rt.Close()
+	ctx := context.Background()
+	// One good sandbox first, so lazily opened process-wide things (the
+	// cgroup fs handle) exist before counting.
+	good := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: good, Layers: layers}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Destroy(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	before := d.resources(t, rt)
+	id := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: append(slices.Clone(layers), broken)}); err == nil {
+		rt.Destroy(ctx, id)
+		t.Fatal("Create with a broken layer succeeded")
+	} else if !strings.Contains(err.Error(), "start envd") {
+		t.Errorf("Create failed before starting the container: %v", err)
+	}
+	if tr := d.traces(t, rt, id); len(tr) > 0 {
+		t.Errorf("failed create left: %v", tr)
+	}
+	if infos, err := rt.List(ctx); err != nil || len(infos) != 0 {
+		t.Errorf("List after a failed create: %+v, %v", infos, err)
+	}
+	if after := d.resources(t, rt); !maps.Equal(before, after) {
+		t.Errorf("host resources before a failed create %v, after %v", before, after)
 	}
 }
 
