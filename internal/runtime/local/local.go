@@ -26,6 +26,7 @@ package local
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -170,6 +171,9 @@ func New(cfg Config) (*Runtime, error) {
 	} else if !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("local runtime: envd binary %s is not an executable file", envd)
 	}
+	if err := checkStatic(envd); err != nil {
+		return nil, fmt.Errorf("local runtime: envd binary: %w", err)
+	}
 	cfg.EnvdBinary = envd
 	if os.Geteuid() != 0 {
 		return nil, errors.New("local runtime: must run as root")
@@ -217,6 +221,22 @@ func New(cfg Config) (*Runtime, error) {
 	r.wg.Add(1)
 	go r.rotateLogs()
 	return r, nil
+}
+
+// checkStatic fails unless path is a statically linked ELF executable: envd
+// runs inside sandboxes whatever libc (if any) their template has.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s is not an ELF executable: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked; sandboxes need the static build (make build)", path)
+		}
+	}
+	return nil
 }
 
 // checkSearchable fails when dir or one of its parents is not searchable

@@ -799,16 +799,31 @@ func TestConfigErrors(t *testing.T) {
 	if err := os.Chmod(private, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for name, cfg := range map[string]local.Config{
-		"relative root":     {RootDir: "relative", EnvdBinary: envdBin},
-		"missing envd":      {RootDir: filepath.Join(testDir, "cfg1"), EnvdBinary: "/nonexistent/paddock"},
-		"envd is a dir":     {RootDir: filepath.Join(testDir, "cfg2"), EnvdBinary: testDir},
-		"unsearchable root": {RootDir: filepath.Join(private, "root"), EnvdBinary: envdBin},
-		"bad cgroup parent": {RootDir: filepath.Join(testDir, "cfg3"), EnvdBinary: envdBin, CgroupParent: "../x"},
+	script := filepath.Join(testDir, "script")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := func(n string) string { return filepath.Join(testDir, "cfg-"+n) }
+	for name, c := range map[string]struct {
+		cfg  local.Config
+		want string
+	}{
+		"relative root":     {local.Config{RootDir: "relative", EnvdBinary: envdBin}, "absolute"},
+		"missing envd":      {local.Config{RootDir: dir("1"), EnvdBinary: "/nonexistent/paddock"}, "no such file"},
+		"envd is a dir":     {local.Config{RootDir: dir("2"), EnvdBinary: testDir}, "not an executable file"},
+		"dynamic envd":      {local.Config{RootDir: dir("3"), EnvdBinary: "/bin/true"}, "dynamically linked"},
+		"envd not ELF":      {local.Config{RootDir: dir("4"), EnvdBinary: script}, "not an ELF executable"},
+		"unsearchable root": {local.Config{RootDir: filepath.Join(private, "root"), EnvdBinary: envdBin}, "not searchable"},
+		"bad cgroup parent": {local.Config{RootDir: dir("5"), EnvdBinary: envdBin, CgroupParent: "../x"}, "cgroup parent"},
 	} {
-		if rt, err := local.New(cfg); err == nil {
+		rt, err := local.New(c.cfg)
+		if err == nil {
 			rt.Close()
 			t.Errorf("%s: local.New succeeded", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %q does not mention %q", name, err, c.want)
 		}
 	}
 }
