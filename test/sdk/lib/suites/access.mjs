@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test'
 import { AuthenticationError } from 'e2b'
 import { describeError, rejection, sleep, uniq } from '../util.mjs'
 
-const T = { timeout: 60_000 }
+// Per-test bound: a hung stream fails the test instead of the run.
+const T = { timeout: 30_000 }
 
 const statRequest = (path) => ({
   method: 'POST',

@@ -4,7 +4,8 @@ import { before, describe, test } from 'node:test'
 import { CommandExitError } from 'e2b'
 import { describeError, rejection, waitFor } from '../util.mjs'
 
-const T = { timeout: 60_000 }
+// Per-test bound: a hung stream fails the test instead of the run.
+const T = { timeout: 30_000 }
 
 /** A pid no kernel hands out (above any pid_max), so never one envd started. */
 const BOGUS_PID = 2 ** 31 - 1

@@ -5,7 +5,8 @@ import { before, describe, test } from 'node:test'
 import { CommandExitError, InvalidArgumentError, TimeoutError } from 'e2b'
 import { describeError, rejection, sha256, uniq, waitFor } from '../util.mjs'
 
-const T = { timeout: 60_000 }
+// Per-test bound: a hung stream fails the test instead of the run.
+const T = { timeout: 30_000 }
 
 /** Register the commands.run tests against ctx (see lib/targets). */
 export function registerCommandTests(ctx) {

@@ -6,7 +6,8 @@ import { before, describe, test } from 'node:test'
 import { FileNotFoundError, FilesystemEventType, FileType, NotFoundError } from 'e2b'
 import { describeError, goPermissions, rejection, sha256, uniq, waitFor } from '../util.mjs'
 
-const T = { timeout: 60_000 }
+// Per-test bound: a hung stream fails the test instead of the run.
+const T = { timeout: 30_000 }
 
 /** Register the filesystem tests against ctx (see lib/targets). */
 export function registerFilesTests(ctx) {

@@ -4,7 +4,8 @@ import { before, describe, test } from 'node:test'
 import { CommandExitError } from 'e2b'
 import { describeError, rejection, waitFor } from '../util.mjs'
 
-const T = { timeout: 60_000 }
+// Per-test bound: a hung stream fails the test instead of the run.
+const T = { timeout: 30_000 }
 const enc = (s) => new TextEncoder().encode(s)
 
 /** Collects a PTY's output as text; since(mark) gives what came after a mark. */
