@@ -21,6 +21,8 @@
 //	RootDir/sandboxes/<id>/work     overlayfs work dir
 //	RootDir/sandboxes/<id>/rootfs   the merged root filesystem (a mount)
 //	RootDir/sandboxes/<id>/etc/     hostname, hosts, resolv.conf (bind-mounted)
+//	RootDir/sandboxes/<id>/sys      sysfs of the sandbox's network namespace
+//	                                (a mount; only with a network manager)
 //	RootDir/sandboxes/<id>/envd.log envd's stdout and stderr (capped)
 package local
 
