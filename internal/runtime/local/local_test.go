@@ -308,9 +308,12 @@ func newNetDriver(t testing.TB) *driver {
 	}
 	d := newDriver(nil)
 	d.netDir = dir
+	// 10.160-189.0.0/16: away from the network package's own test subnets
+	// (10.232 and 10.233) and the default (10.231), which tests running at
+	// the same time may use.
 	d.netCfg = &network.Config{
 		Bridge:   fmt.Sprintf("pdkt%d", os.Getpid()%100000),
-		Subnet:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + os.Getpid()%50), 0, 0}), 16),
+		Subnet:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(160 + os.Getpid()%30), 0, 0}), 16),
 		StateDir: filepath.Join(dir, "state"),
 		NetnsDir: filepath.Join(dir, "netns"),
 	}
