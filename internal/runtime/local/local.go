@@ -722,7 +722,10 @@ func (r *Runtime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 		out.CPUUsage = time.Duration(cg.CpuStats.CpuUsage.TotalUsage)
 		cache := int64(cg.MemoryStats.Cache)
 		if cache == 0 {
-			cache = int64(cg.MemoryStats.Stats["cache"])
+			cache = int64(cg.MemoryStats.Stats["cache"]) // cgroup v1
+		}
+		if cache == 0 {
+			cache = int64(cg.MemoryStats.Stats["file"]) // cgroup v2
 		}
 		out.MemoryCache = cache
 		out.MemoryUsed = int64(cg.MemoryStats.Usage.Usage) - cache
