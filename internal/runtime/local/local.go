@@ -396,7 +396,11 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 		Init:   true,
 	}
 	if err := c.Run(proc); err != nil {
-		return runtime.Info{}, fmt.Errorf("create sandbox %s: start envd: %w (see %s)", id, err, filepath.Join(r.dir(id), logName))
+		// The sandbox dir goes with the rollback: keep what envd said.
+		if tail := logTail(r.dir(id), 512); tail != "" {
+			err = fmt.Errorf("%w; envd output: %s", err, tail)
+		}
+		return runtime.Info{}, fmt.Errorf("create sandbox %s: start envd: %w", id, err)
 	}
 	r.watch(id, proc)
 	tRun := time.Now()

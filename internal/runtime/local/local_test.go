@@ -781,6 +781,8 @@ func testCreateRollback(t *testing.T, d *driver) {
 		t.Fatal("Create with a broken layer succeeded")
 	} else if !strings.Contains(err.Error(), "start envd") {
 		t.Errorf("Create failed before starting the container: %v", err)
+	} else {
+		t.Logf("Create failed as expected: %v", err)
 	}
 	if tr := d.traces(t, rt, id); len(tr) > 0 {
 		t.Errorf("failed create left: %v", tr)

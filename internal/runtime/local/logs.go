@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -78,4 +79,20 @@ func rotateLog(path string, max int64) error {
 		return err
 	}
 	return os.Truncate(path, 0)
+}
+
+// logTail returns the last max bytes of the sandbox's envd log, trimmed.
+func logTail(dir string, max int64) string {
+	f, err := os.Open(filepath.Join(dir, logName))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > max {
+		if _, err := f.Seek(-max, io.SeekEnd); err != nil {
+			return ""
+		}
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, max))
+	return strings.TrimSpace(string(b))
 }
