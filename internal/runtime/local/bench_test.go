@@ -115,3 +115,30 @@ func benchDial(b *testing.B, d *driver) {
 		c.Close()
 	}
 }
+
+// BenchmarkPauseResume measures one Pause plus one Resume (cgroup freezer).
+func BenchmarkPauseResume(b *testing.B) {
+	d := newDriver(nil)
+	rt := d.open(b, newRoot(b), nil)
+	defer rt.Close()
+	ctx := context.Background()
+	id := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: layers}); err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Destroy(ctx, id)
+	hctx, cancel := context.WithTimeout(ctx, conformance.HealthTimeout)
+	defer cancel()
+	if err := conformance.WaitHealthy(hctx, rt, id); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := rt.Pause(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		if err := rt.Resume(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
