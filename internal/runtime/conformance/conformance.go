@@ -61,6 +61,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, h) })
 	t.Run("Errors", func(t *testing.T) { testErrors(t, h) })
 	t.Run("Resources", func(t *testing.T) { testResources(t, h) })
+	t.Run("DestroyAtOnce", func(t *testing.T) { testDestroyAtOnce(t, h) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, h) })
 	t.Run("NoLeaks", func(t *testing.T) { testNoLeaks(t, h) })
@@ -369,6 +370,26 @@ func testResources(t *testing.T, h Harness) {
 		t.Fatalf("Destroy: %v", err)
 	}
 	checkNoTraces(t, h, rt, id)
+}
+
+// testDestroyAtOnce destroys sandboxes right after Create returns, while
+// envd may still be starting.
+func testDestroyAtOnce(t *testing.T, h Harness) {
+	rt := open(t, h)
+	ctx := ctxT(t)
+	for range 3 {
+		id := NewID()
+		if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: h.Layers}); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if err := rt.Destroy(ctx, id); err != nil {
+			t.Fatalf("Destroy right after Create: %v", err)
+		}
+		if _, err := rt.Inspect(ctx, id); !errors.Is(err, runtime.ErrNotFound) {
+			t.Errorf("Inspect after Destroy: %v, want ErrNotFound", err)
+		}
+		checkNoTraces(t, h, rt, id)
+	}
 }
 
 func testConcurrent(t *testing.T, h Harness) {
