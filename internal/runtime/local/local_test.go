@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -596,6 +599,48 @@ func TestIsolation(t *testing.T) {
 	}
 	if st2.DiskUsed <= 0 {
 		t.Errorf("Stats DiskUsed %d after writing a file, want > 0", st2.DiskUsed)
+	}
+}
+
+// TestEnvdFiles reads and writes files through envd's /files API in a
+// sandbox: the layer order and the user namespace as envd sees them.
+func TestEnvdFiles(t *testing.T) {
+	d := newDriver(nil)
+	id := conformance.NewID()
+	rt, root := sandbox(t, d, runtime.Spec{ID: id})
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return rt.Dial(ctx, id, runtime.EnvdPort)
+		},
+	}}
+	defer client.CloseIdleConnections()
+
+	resp, err := client.Get("http://envd/files?path=/etc/motd&username=root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "top\n" {
+		t.Errorf("GET /etc/motd: %d %q, want 200 with the top layer's %q", resp.StatusCode, body, "top\n")
+	}
+
+	resp, err = client.Post("http://envd/files?path=/home/user/hello.txt&username=user", "application/octet-stream", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST /home/user/hello.txt: %d %s", resp.StatusCode, body)
+	}
+	var st syscall.Stat_t
+	host := filepath.Join(root, "sandboxes", id, "upper", "home", "user", "hello.txt")
+	if err := syscall.Stat(host, &st); err != nil {
+		t.Fatalf("uploaded file not in the writable layer: %v", err)
+	}
+	if st.Uid != runtime.UIDBase+1000 || st.Gid != runtime.UIDBase+1000 {
+		t.Errorf("uploaded file owned by %d:%d on the host, want %d (user 1000 shifted)", st.Uid, st.Gid, runtime.UIDBase+1000)
 	}
 }
 
