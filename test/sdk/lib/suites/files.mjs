@@ -51,6 +51,46 @@ export function registerFilesTests(ctx) {
       assert.equal((await sbx.files.getInfo(p)).size, data.length)
     })
 
+    test('octet-stream, gzip and stream uploads and gzip and stream reads (envd >= 0.5.7)', T, async () => {
+      const d = fresh('octet')
+      const text = 'x'.repeat(100_000) + ' octet ✓\n'
+      const a = await sbx.files.write(`${d}/octet.txt`, text, { useOctetStream: true })
+      assert.equal(a.path, `${d}/octet.txt`)
+      assert.equal(await sbx.files.read(`${d}/octet.txt`), text)
+
+      await sbx.files.write(`${d}/gz.txt`, text, { gzip: true })
+      assert.equal(await sbx.files.read(`${d}/gz.txt`), text, 'gzip upload, plain read')
+      assert.equal(await sbx.files.read(`${d}/gz.txt`, { gzip: true }), text, 'gzip read')
+
+      const bytes = new TextEncoder().encode(text)
+      const stream = new ReadableStream({
+        start(c) {
+          for (let i = 0; i < bytes.length; i += 8192) c.enqueue(bytes.slice(i, i + 8192))
+          c.close()
+        },
+      })
+      await sbx.files.write(`${d}/streamed.txt`, stream)
+      const rs = await sbx.files.read(`${d}/streamed.txt`, { format: 'stream' })
+      const chunks = []
+      for await (const c of rs) chunks.push(c)
+      assert.equal(new TextDecoder().decode(Buffer.concat(chunks)), text)
+    })
+
+    test('metadata set on write is returned by write, getInfo and list (envd >= 0.6.2)', T, async () => {
+      const d = fresh('meta')
+      const p = `${d}/m.txt`
+      const w = await sbx.files.write(p, 'm', { metadata: { owner: 'team-a', purpose: 'sdk test' } })
+      assert.deepEqual(w.metadata, { owner: 'team-a', purpose: 'sdk test' })
+      assert.deepEqual((await sbx.files.getInfo(p)).metadata, { owner: 'team-a', purpose: 'sdk test' })
+      const listed = (await sbx.files.list(d)).find((e) => e.name === 'm.txt')
+      assert.deepEqual(listed?.metadata, { owner: 'team-a', purpose: 'sdk test' })
+      // A later write replaces the metadata set.
+      await sbx.files.write(p, 'm2', { metadata: { purpose: 'changed' } })
+      assert.deepEqual((await sbx.files.getInfo(p)).metadata, { purpose: 'changed' })
+      await sbx.files.write(p, 'm3')
+      assert.equal((await sbx.files.getInfo(p)).metadata, undefined, 'a write without metadata clears it')
+    })
+
     test('write([...]) writes several files, creating parent directories', T, async () => {
       const d = fresh('multi')
       const entries = [
@@ -200,6 +240,25 @@ export function registerFilesTests(ctx) {
           what: 'an event named top.txt',
           describe: show,
         })
+      } finally {
+        await w.stop()
+      }
+    })
+
+    test('watchDir with includeEntry carries the entry (envd >= 0.6.3)', T, async () => {
+      const d = fresh('watch-entry')
+      await sbx.files.makeDir(d)
+      const events = []
+      const w = await sbx.files.watchDir(d, (e) => events.push(e), { includeEntry: true })
+      try {
+        await sbx.files.write(`${d}/e.txt`, 'entry!')
+        const ev = await waitFor(() => events.find((e) => e.name === 'e.txt' && e.entry), {
+          what: 'an event for e.txt with an entry',
+          describe: () => JSON.stringify(events),
+        })
+        assert.equal(ev.entry.path, `${d}/e.txt`)
+        assert.equal(ev.entry.name, 'e.txt')
+        assert.equal(ev.entry.type, FileType.FILE)
       } finally {
         await w.stop()
       }
