@@ -1,0 +1,175 @@
+package process
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/paddockhq/paddock/internal/envd/identity"
+)
+
+// DefaultPath is the PATH processes get when envd itself has none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// defaultTerm is TERM for a pseudo-terminal when neither the request nor the
+// global environment sets one.
+const defaultTerm = "xterm-256color"
+
+// buildEnv returns the environment of a process: PATH, the acting user's
+// HOME/USER/LOGNAME, the global variables, then the request's (last wins).
+func buildEnv(u *identity.User, global, req map[string]string, isPTY bool) ([]string, map[string]string) {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = DefaultPath
+	}
+	env := map[string]string{
+		"PATH":    path,
+		"HOME":    u.Home,
+		"USER":    u.Name,
+		"LOGNAME": u.Name,
+	}
+	for k, v := range global {
+		env[k] = v
+	}
+	for k, v := range req {
+		env[k] = v
+	}
+	if isPTY {
+		if _, ok := env["TERM"]; !ok {
+			env["TERM"] = defaultTerm
+		}
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k+"="+env[k])
+	}
+	return out, env
+}
+
+// validateEnv rejects variable names and values the kernel cannot carry.
+func validateEnv(envs map[string]string) error {
+	for k, v := range envs {
+		if k == "" {
+			return errors.New("environment variable with an empty name")
+		}
+		if strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("environment variable name %q contains '=' or NUL", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("environment variable %q contains NUL", k)
+		}
+	}
+	return nil
+}
+
+// lookPath resolves a command name without a slash against the PATH the
+// process will get; names with a slash are used as given (relative to dir).
+func lookPath(cmd, path, dir string) (string, error) {
+	if strings.Contains(cmd, "/") {
+		return cmd, nil
+	}
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		cand := filepath.Join(d, cmd)
+		if !filepath.IsAbs(cand) {
+			cand = filepath.Join(dir, cand)
+		}
+		st, err := os.Stat(cand)
+		if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+			return cand, nil
+		}
+	}
+	return "", fmt.Errorf("exec: %q: executable file not found in $PATH", cmd)
+}
+
+// checkDir reports a clear error when dir is missing or not a directory.
+func checkDir(dir string) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cwd '%s' does not exist", dir)
+	}
+	if err != nil {
+		return fmt.Errorf("cwd '%s': %w", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("cwd '%s' is not a directory", dir)
+	}
+	return nil
+}
+
+// credential returns the credential a process of u runs with, or nil when
+// envd cannot switch users (not root) and u is envd's own user.
+func credential(u *identity.User) *syscall.Credential {
+	if os.Geteuid() != 0 && u.UID == uint32(os.Geteuid()) {
+		return nil
+	}
+	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: append([]uint32(nil), u.Groups...)}
+}
+
+// openPTY opens a pseudo-terminal of the given size. The master is returned
+// non-blocking and registered with Go's poller, so reads can be interrupted
+// with a deadline; the slave is for the child.
+func openPTY(cols, rows uint16) (master, slave *os.File, err error) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		return nil, nil, fmt.Errorf("open pty: %w", err)
+	}
+	fail := func(err error) (*os.File, *os.File, error) {
+		ptmx.Close()
+		tty.Close()
+		return nil, nil, err
+	}
+	if err := pty.Setsize(ptmx, &pty.Winsize{Cols: cols, Rows: rows}); err != nil {
+		return fail(fmt.Errorf("set pty size: %w", err))
+	}
+	// ptmx is a blocking *os.File; re-wrap a non-blocking duplicate so Go
+	// polls it (os.NewFile detects O_NONBLOCK).
+	fd := int(ptmx.Fd())
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return fail(fmt.Errorf("pty non-blocking: %w", err))
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fail(fmt.Errorf("dup pty: %w", err))
+	}
+	ptmx.Close()
+	return os.NewFile(uintptr(dup), "/dev/ptmx"), tty, nil
+}
+
+// setWinsize resizes the pseudo-terminal behind master (which stays
+// non-blocking: its descriptor is used through RawConn, never Fd).
+func setWinsize(master *os.File, cols, rows uint16) error {
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ioErr error
+	err = rc.Control(func(fd uintptr) {
+		ioErr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: rows})
+	})
+	if err != nil {
+		return err
+	}
+	return ioErr
+}
+
+// setOOMScore makes pid a preferred victim of the OOM killer (best effort),
+// so a runaway command is killed before envd.
+func setOOMScore(pid int) {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("100"), 0)
+}
