@@ -56,6 +56,19 @@ ensure_user() {
 	useradd -m -s /bin/bash user
 }
 
+# In debug mode envd runs every command on this host through `bash -l -c` as
+# root or `user`, so those login shells must finish. A dotfile that waits
+# (e.g. a stale pyenv rehash lock, /root/.pyenv/shims/.pyenv-shim) would show
+# up as every test timing out; say so up front instead.
+check_login_shells() {
+	local who
+	for who in root user; do
+		if ! timeout 20 runuser -u "$who" -- bash -l -c true </dev/null >/dev/null 2>&1; then
+			die "'bash -l -c true' as $who did not finish within 20 s: check $who's dotfiles (~/.profile, ~/.bashrc); the SDK runs every command through a login shell"
+		fi
+	done
+}
+
 port_busy() { (exec 3<>"/dev/tcp/$envd_addr/$1") 2>/dev/null; }
 
 start_envd() {
@@ -132,6 +145,7 @@ suites=("$@")
 
 ensure_node_modules
 ensure_user
+[[ $(id -u) == 0 ]] && check_login_shells
 
 status=0
 for s in "${suites[@]}"; do

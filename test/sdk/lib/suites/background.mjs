@@ -10,6 +10,10 @@ const T = { timeout: 30_000 }
 /** A pid no kernel hands out (above any pid_max), so never one envd started. */
 const BOGUS_PID = 2 ** 31 - 1
 
+// Commands that get killed run as `user`: killing a login shell of root while it
+// still runs root's dotfiles can leave their locks behind on a debug host.
+const U = { user: 'user' }
+
 /** Register the background-command tests against ctx (see lib/targets). */
 export function registerBackgroundTests(ctx) {
   describe('commands (background)', () => {
@@ -20,7 +24,7 @@ export function registerBackgroundTests(ctx) {
 
     test('background run returns a handle with a pid, listed by commands.list', T, async () => {
       const cmd = 'sleep 20; echo never'
-      const h = await sbx.commands.run(cmd, { background: true })
+      const h = await sbx.commands.run(cmd, { background: true, ...U })
       try {
         assert.ok(Number.isInteger(h.pid) && h.pid > 0, `pid ${h.pid}`)
         assert.equal(h.exitCode, undefined, 'a running command has no exit code yet')
@@ -37,7 +41,7 @@ export function registerBackgroundTests(ctx) {
     })
 
     test('sendStdin and closeStdin feed a stdin:true process', T, async () => {
-      const h = await sbx.commands.run('cat; echo "[eof]"', { background: true, stdin: true })
+      const h = await sbx.commands.run('cat; echo "[eof]"', { background: true, stdin: true, ...U })
       try {
         await sbx.commands.sendStdin(h.pid, 'hello\n')
         await h.sendStdin(new TextEncoder().encode('wörld\n'))
@@ -56,7 +60,7 @@ export function registerBackgroundTests(ctx) {
     })
 
     test('commands.kill returns true, ends the process, then false', T, async () => {
-      const h = await sbx.commands.run('sleep 30', { background: true })
+      const h = await sbx.commands.run('sleep 30', { background: true, ...U })
       assert.equal(await sbx.commands.kill(h.pid), true)
       const err = await rejection(h.wait(), 'wait() of a killed command')
       assert.ok(err instanceof CommandExitError, `want CommandExitError, got ${describeError(err)}`)
@@ -81,6 +85,7 @@ export function registerBackgroundTests(ctx) {
       const h = await sbx.commands.run('echo first; read x; echo "second-$x"; echo "to-err" >&2; exit 7', {
         background: true,
         stdin: true,
+        ...U,
         onStdout: (d) => first.push(d),
       })
       try {

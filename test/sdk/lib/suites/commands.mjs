@@ -84,8 +84,10 @@ export function registerCommandTests(ctx) {
     test('timeoutMs ends the command with a timeout and kills the process', T, async () => {
       const marker = `${Math.floor(Math.random() * 1e9)}`
       // "sleep 30.<marker>" appears in the command line of both bash and sleep.
+      // As `user`: killing a login shell of root while it still runs root's
+      // dotfiles can leave their locks behind on a debug host (e.g. pyenv's).
       const err = await rejection(
-        sbx.commands.run(`sleep 30.${marker}; echo finished`, { timeoutMs: 1000 }),
+        sbx.commands.run(`sleep 30.${marker}; echo finished`, { timeoutMs: 1000, user: 'user' }),
         'commands.run(sleep 30, timeoutMs 1000)',
       )
       assert.ok(

@@ -86,7 +86,8 @@ export function registerPtyTests(ctx) {
 
     test('pty.kill returns true, ends the terminal, then false', T, async () => {
       const out = collector()
-      const h = await sbx.pty.create({ cols: 80, rows: 24, onData: out.onData })
+      // As `user`: see background.mjs on killing root login shells.
+      const h = await sbx.pty.create({ cols: 80, rows: 24, user: 'user', onData: out.onData })
       assert.equal(await sbx.pty.kill(h.pid), true)
       const err = await rejection(h.wait(), 'wait() of a killed pty')
       assert.ok(err instanceof CommandExitError, `want CommandExitError, got ${describeError(err)}`)
