@@ -154,9 +154,10 @@ func (c *codeContext) execute(ctx context.Context, code string, envVars map[stri
 		}
 	}
 
-	stop := guard(ctx, k, c.srv.log.With("context", c.id))
-	err = k.execute(code, func(ev event) { emit(ev) })
-	stop()
+	if ctx.Err() != nil {
+		return // the client went away before the code ran
+	}
+	err = k.execute(ctx, code, func(ev event) { emit(ev) })
 	if err != nil {
 		e := asEndError(err)
 		emit(errorEvent(e.name, e.value, ""))

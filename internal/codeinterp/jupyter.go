@@ -41,6 +41,13 @@ type jupyterKernel struct {
 	mu      sync.Mutex
 	pending map[string]*jpending
 
+	// The execution in flight, for interrupts: SIGINT only reaches the code
+	// once the kernel handles the request (it ignores SIGINT when idle).
+	imu         sync.Mutex
+	running     bool // an execute_request is in flight
+	started     bool // the kernel said busy for it
+	interrupted bool // an interrupt was asked for
+
 	exited    chan struct{} // the process has been reaped
 	gone      chan struct{} // closed by close (or when the process exits)
 	goneOnce  sync.Once
@@ -292,14 +299,27 @@ type executeRequest struct {
 }
 
 // run sends an execute_request and feeds what it produces to handle until
-// the kernel reports idle for it.
-func (k *jupyterKernel) run(code string, silent bool, handle func(jmessage)) error {
+// the kernel reports idle for it. When ctx ends first, the execution is
+// interrupted.
+func (k *jupyterKernel) run(ctx context.Context, code string, silent bool, handle func(jmessage)) error {
+	k.imu.Lock()
+	k.running, k.started, k.interrupted = true, false, false
+	k.imu.Unlock()
+	defer func() {
+		k.imu.Lock()
+		k.running = false
+		k.imu.Unlock()
+	}()
+	stop := guard(ctx, k.log, k.interrupt, func() { k.close(errStuck) })
+	defer stop()
 	p, msgID, err := k.request("execute_request", executeRequest{
 		Code:            code,
 		Silent:          silent,
 		StoreHistory:    !silent,
 		UserExpressions: map[string]any{},
-		StopOnError:     true,
+		// Executions are queued here, not in the kernel: with stop_on_error
+		// the kernel would abort the request that follows an error.
+		StopOnError: false,
 	})
 	if err != nil {
 		select {
@@ -317,7 +337,19 @@ func (k *jupyterKernel) run(code string, silent bool, handle func(jmessage)) err
 				var st struct {
 					State string `json:"execution_state"`
 				}
-				if json.Unmarshal(m.Content, &st) == nil && st.State == "idle" {
+				if json.Unmarshal(m.Content, &st) != nil {
+					continue
+				}
+				switch st.State {
+				case "busy":
+					k.imu.Lock()
+					k.started = true
+					want := k.interrupted
+					k.imu.Unlock()
+					if want {
+						k.signal()
+					}
+				case "idle":
 					return nil
 				}
 				continue
@@ -335,9 +367,9 @@ type jerror struct {
 	Traceback []string `json:"traceback"`
 }
 
-func (k *jupyterKernel) execute(code string, out func(event)) error {
+func (k *jupyterKernel) execute(ctx context.Context, code string, out func(event)) error {
 	errored := false
-	return k.run(code, false, func(m jmessage) {
+	return k.run(ctx, code, false, func(m jmessage) {
 		switch m.Header.MsgType {
 		case "execute_input":
 			var c struct {
@@ -367,6 +399,14 @@ func (k *jupyterKernel) execute(code string, out func(event)) error {
 				errored = true
 				out(errorEvent(c.Name, c.Value, strings.Join(c.Traceback, "\n")))
 			}
+		case "execute_reply":
+			var c struct {
+				Status string `json:"status"`
+			}
+			if json.Unmarshal(m.Content, &c) == nil && (c.Status == "aborted" || c.Status == "abort") && !errored {
+				errored = true
+				out(errorEvent("ExecutionAborted", "Execution was aborted", ""))
+			}
 		}
 	})
 }
@@ -375,7 +415,7 @@ func (k *jupyterKernel) setup(ctx context.Context, code string) error {
 	var failed *jerror
 	done := make(chan error, 1)
 	go func() {
-		done <- k.run(code, true, func(m jmessage) {
+		done <- k.run(context.Background(), code, true, func(m jmessage) {
 			if m.Header.MsgType == "error" && failed == nil {
 				failed = &jerror{}
 				_ = json.Unmarshal(m.Content, failed)
@@ -399,7 +439,24 @@ func (k *jupyterKernel) setup(ctx context.Context, code string) error {
 	}
 }
 
+// interrupt sends SIGINT to the kernel's process group once the kernel
+// handles the execution in flight (asked earlier, it is sent when the
+// kernel reports busy).
 func (k *jupyterKernel) interrupt() {
+	k.imu.Lock()
+	if !k.running {
+		k.imu.Unlock()
+		return
+	}
+	k.interrupted = true
+	started := k.started
+	k.imu.Unlock()
+	if started {
+		k.signal()
+	}
+}
+
+func (k *jupyterKernel) signal() {
 	if k.cmd.Process != nil {
 		killGroup(k.cmd.Process.Pid, syscall.SIGINT)
 	}

@@ -38,19 +38,19 @@ func normalizeLanguage(l string) (string, error) {
 	return "", fmt.Errorf("language %q is not supported (python, javascript, typescript, bash)", l)
 }
 
-// kernel is one running interpreter behind a context. Its methods other
-// than interrupt and close are called by one goroutine at a time (the
-// context's queue serialises them).
+// kernel is one running interpreter behind a context. Its execute and
+// setup are called by one goroutine at a time (the context's queue
+// serialises them); close may come from anywhere.
 type kernel interface {
 	// execute runs code, handing its outputs to out in order, and returns
 	// when the kernel is idle again or gone. out is never called after
-	// execute returns. A *endError tells why the kernel went away.
-	execute(code string, out func(event)) error
+	// execute returns. When ctx ends first (the client went away), the code
+	// is interrupted like with Ctrl-C, and the kernel killed if it does not
+	// stop. A *endError tells why the kernel went away.
+	execute(ctx context.Context, code string, out func(event)) error
 	// setup runs code for its side effects only: no output, no execution
 	// count. It fails when the code raised an error.
 	setup(ctx context.Context, code string) error
-	// interrupt stops the code running now, like Ctrl-C; the kernel stays.
-	interrupt()
 	// close kills the kernel; an execution in flight ends with reason.
 	close(reason *endError)
 	// done is closed once the kernel is gone (closed or crashed).
@@ -88,10 +88,10 @@ func asEndError(err error) *endError {
 // before its kernel is killed (and restarted on the next execution).
 var interruptGrace = 10 * time.Second
 
-// guard interrupts k when ctx ends before the execution does, and kills k
+// guard calls interrupt when ctx ends before the execution does, and kill
 // when the interrupt is not obeyed within interruptGrace. The returned
 // function ends the watch; call it when the execution returns.
-func guard(ctx context.Context, k kernel, log *slog.Logger) (stop func()) {
+func guard(ctx context.Context, log *slog.Logger, interrupt, kill func()) (stop func()) {
 	var (
 		mu       sync.Mutex
 		finished bool
@@ -103,11 +103,11 @@ func guard(ctx context.Context, k kernel, log *slog.Logger) (stop func()) {
 		if finished {
 			return
 		}
-		log.Info("client went away during an execution: interrupting the kernel")
-		k.interrupt()
+		log.Info("client went away during an execution: interrupting it")
+		interrupt()
 		timer = time.AfterFunc(interruptGrace, func() {
-			log.Warn("kernel did not stop when interrupted: killing it")
-			k.close(errStuck)
+			log.Warn("execution did not stop when interrupted: killing the kernel")
+			kill()
 		})
 	})
 	return func() {

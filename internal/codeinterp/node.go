@@ -53,6 +53,7 @@ func startNode(ctx context.Context, node, runner, cwd string, typescript bool, l
 		return nil, err
 	}
 	k := &nodeKernel{procKernel: p, typescript: typescript}
+	p.interruptRequest = func(seq int) []byte { return []byte(fmt.Sprintf("{\"interrupt\":%d}\n", seq)) }
 	defer k.end(r)
 	defer func() {
 		if err != nil {
@@ -67,9 +68,17 @@ func startNode(ctx context.Context, node, runner, cwd string, typescript bool, l
 	return k, nil
 }
 
-func (k *nodeKernel) call(ctx context.Context, req nodeRequest, out func(event)) (nodeReply, error) {
+// call sends a request and waits for its reply. The execution is
+// interrupted when interrupts ends; setup calls give up when ctx ends.
+func (k *nodeKernel) call(ctx, interrupts context.Context, req nodeRequest, out func(event)) (nodeReply, error) {
 	r := k.begin(out, true)
 	defer k.end(r)
+	stop := k.guard(interrupts, r)
+	defer stop()
+	if out != nil {
+		k.count++
+		out(countEvent(k.count))
+	}
 	req.ID = r.seq
 	line, err := json.Marshal(req)
 	if err != nil {
@@ -89,10 +98,8 @@ func (k *nodeKernel) call(ctx context.Context, req nodeRequest, out func(event))
 	return rep, nil
 }
 
-func (k *nodeKernel) execute(code string, out func(event)) error {
-	k.count++
-	out(countEvent(k.count))
-	rep, err := k.call(context.Background(), nodeRequest{Code: code, TS: k.typescript}, out)
+func (k *nodeKernel) execute(ctx context.Context, code string, out func(event)) error {
+	rep, err := k.call(context.Background(), ctx, nodeRequest{Code: code, TS: k.typescript}, out)
 	if err != nil {
 		return err
 	}
@@ -106,7 +113,7 @@ func (k *nodeKernel) execute(code string, out func(event)) error {
 }
 
 func (k *nodeKernel) setup(ctx context.Context, code string) error {
-	rep, err := k.call(ctx, nodeRequest{Code: code, Silent: true}, nil)
+	rep, err := k.call(ctx, context.Background(), nodeRequest{Code: code, Silent: true}, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			k.close(errStuck)

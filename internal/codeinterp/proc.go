@@ -20,9 +20,12 @@ import (
 )
 
 // A procKernel is an interpreter process whose stdout and stderr are the
-// code's own (bash, node). The end of an execution's output is marked on
-// both streams by a marker "\x02<token>:<seq>[:<status>]\x03", with a token
-// that is random per process so code cannot forge it by accident.
+// code's own (bash, node). Markers "\x02<token>:<seq>:<kind>[:<value>]\x03",
+// with a token that is random per process so code cannot forge them by
+// accident, tell what the interpreter does with run seq: "start" on stderr
+// once the code is about to run (from then on SIGINT reaches it), "end" on
+// stdout and stderr after the code's last output ("end:<status>" on stdout
+// for bash, whose stderr end is its "done" prompt).
 type procKernel struct {
 	log    *slog.Logger
 	cmd    *exec.Cmd
@@ -33,6 +36,16 @@ type procKernel struct {
 	stderr *os.File
 	replyR *os.File // read end of the child's reply channel (node's fd 4), or nil
 	noise  *tailWriter
+
+	// afterEval, when set, is called on the "done" marker of a run (bash's
+	// prompt after the code): from then on no SIGINT is sent for it.
+	afterEval func(r *procRun)
+	// interruptRequest, when set, is what asks the interpreter to stop run
+	// seq (node, for code that awaits). Then SIGINT is only sent while the
+	// run is in its synchronous part: the "async" marker ends it (a SIGINT
+	// node's vm watchdog takes after the script returned would break the
+	// runner's own code).
+	interruptRequest func(seq int) []byte
 
 	mu  sync.Mutex
 	cur *procRun
@@ -45,6 +58,7 @@ type procKernel struct {
 	goneOnce  sync.Once
 	goneErr   *endError
 	pumps     sync.WaitGroup
+	tickers   sync.WaitGroup // interrupt repeaters
 	closeOnce sync.Once
 }
 
@@ -53,12 +67,19 @@ type procRun struct {
 	seq     int
 	outSeen chan struct{}
 	errSeen chan struct{}
-	replied chan []byte // nil when the kernel sends no reply line
-	status  string      // what follows the seq in the stdout marker
+	ended   chan struct{} // closed by end
+	replied chan []byte   // nil when the kernel sends no reply line
+	status  string        // the value of the stdout end marker
 
 	mu     sync.Mutex // held while output is handed to out
 	out    func(event)
 	closed bool
+
+	imu         sync.Mutex
+	started     bool // the start marker came
+	interrupted bool // an interrupt was asked for
+	evalDone    bool // the "done" marker came (see afterEval)
+	async       bool // the "async" marker came (see interruptRequest)
 }
 
 // procStartTimeout bounds how long an interpreter may take to get ready.
@@ -159,7 +180,7 @@ func startProc(cmd *exec.Cmd, token string, reqFD int, log *slog.Logger) (_ *pro
 func (k *procKernel) begin(out func(event), withReply bool) *procRun {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	r := &procRun{seq: k.seq, out: out, outSeen: make(chan struct{}), errSeen: make(chan struct{})}
+	r := &procRun{seq: k.seq, out: out, outSeen: make(chan struct{}), errSeen: make(chan struct{}), ended: make(chan struct{})}
 	k.seq++
 	if withReply {
 		r.replied = make(chan []byte, 1)
@@ -176,7 +197,10 @@ func (k *procKernel) end(r *procRun) {
 	}
 	k.mu.Unlock()
 	r.mu.Lock()
-	r.closed = true
+	if !r.closed {
+		r.closed = true
+		close(r.ended)
+	}
 	r.mu.Unlock()
 }
 
@@ -232,6 +256,7 @@ func (k *procKernel) pump(f *os.File, stream string) {
 		if len(b) == 0 {
 			return
 		}
+
 		r := k.current()
 		if r == nil {
 			_, _ = k.noise.Write(b)
@@ -246,26 +271,45 @@ func (k *procKernel) pump(f *os.File, stream string) {
 		r.mu.Unlock()
 	}
 	marker := func(m string) {
-		seqStr, status, _ := strings.Cut(m, ":")
-		seq, err := strconv.Atoi(seqStr)
-		if err != nil {
+		parts := strings.SplitN(m, ":", 3)
+		seq, err := strconv.Atoi(parts[0])
+		if err != nil || len(parts) < 2 {
 			return
 		}
 		r := k.current()
 		if r == nil || r.seq != seq {
 			return
 		}
-		ch := r.errSeen
-		if stream == typeStdout {
-			ch = r.outSeen
-		}
-		select {
-		case <-ch: // a repeated marker
-		default:
-			if stream == typeStdout {
-				r.status = status
+		switch parts[1] {
+		case "start":
+			k.started(r)
+		case "async":
+			r.imu.Lock()
+			r.async = true
+			r.imu.Unlock()
+		case "done":
+			r.imu.Lock()
+			r.evalDone = true
+			r.imu.Unlock()
+			if stream == typeStderr {
+				closeOnce(r.errSeen)
 			}
-			close(ch)
+			if k.afterEval != nil {
+				k.afterEval(r)
+			}
+		case "end":
+			if stream == typeStdout {
+				select {
+				case <-r.outSeen: // a repeated marker
+				default:
+					if len(parts) == 3 {
+						r.status = parts[2]
+					}
+					close(r.outSeen)
+				}
+			} else {
+				closeOnce(r.errSeen)
+			}
 		}
 	}
 	buf := make([]byte, 32*1024)
@@ -306,9 +350,119 @@ func (k *procKernel) readReplies() {
 	}
 }
 
-func (k *procKernel) interrupt() {
-	if k.cmd.Process != nil {
+// guard interrupts r when ctx ends before r does (see guard).
+func (k *procKernel) guard(ctx context.Context, r *procRun) (stop func()) {
+	return guard(ctx, k.log, func() { k.interrupt(r) }, func() { k.close(errStuck) })
+}
+
+// interrupt sends SIGINT to the interpreter once r has started: a signal
+// that comes before would be lost (bash at its prompt and node between
+// requests ignore it), so it waits for the start marker.
+func (k *procKernel) interrupt(r *procRun) {
+	r.imu.Lock()
+	r.interrupted = true
+	started := r.started
+	r.imu.Unlock()
+	if started {
+		k.signal(r)
+	}
+}
+
+// started records the start marker of r, sending an interrupt asked for
+// before.
+func (k *procKernel) started(r *procRun) {
+	r.imu.Lock()
+	r.started = true
+	want := r.interrupted
+	r.imu.Unlock()
+	if want {
+		k.signal(r)
+	}
+}
+
+// signal interrupts r now and then every second until r ends or its eval
+// is over: a SIGINT can be lost in a race with the interpreter (a command
+// bash is forking gets it before it has its own handlers).
+func (k *procKernel) signal(r *procRun) {
+	if k.cmd.Process == nil {
+		return
+	}
+	k.mu.Lock()
+	select {
+	case <-k.gone:
+		k.mu.Unlock()
+		return
+	default:
+	}
+	k.tickers.Add(1)
+	k.mu.Unlock()
+	go func() {
+		defer k.tickers.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		first := time.NewTimer(0)
+		defer first.Stop()
+		for {
+			select {
+			case <-first.C:
+			case <-tick.C:
+			case <-r.ended:
+				return
+			case <-k.gone:
+				return
+			}
+			if !k.interruptOnce(r) {
+				return
+			}
+		}
+	}()
+}
+
+// interruptOnce sends one interrupt to r; false once there is no point any
+// more.
+func (k *procKernel) interruptOnce(r *procRun) bool {
+	r.imu.Lock()
+	defer r.imu.Unlock()
+	if r.evalDone {
+		return false
+	}
+	if k.interruptRequest == nil {
 		killGroup(k.cmd.Process.Pid, syscall.SIGINT)
+		return true
+	}
+	if err := k.send(k.interruptRequest(r.seq)); err != nil {
+		k.log.Debug("send an interrupt request", "err", err)
+	}
+	if !r.async {
+		// Let the request work if the code awaits; SIGINT the synchronous part.
+		r.imu.Unlock()
+		select {
+		case <-r.ended:
+		case <-k.gone:
+		case <-time.After(100 * time.Millisecond):
+		}
+		r.imu.Lock()
+		if !r.async && !r.isEnded() {
+			killGroup(k.cmd.Process.Pid, syscall.SIGINT)
+		}
+	}
+	return true
+}
+
+func (r *procRun) isEnded() bool {
+	select {
+	case <-r.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
 	}
 }
 
@@ -337,6 +491,9 @@ func (k *procKernel) close(reason *endError) {
 			_ = k.replyR.Close()
 		}
 		k.pumps.Wait()
+		k.mu.Lock() // no repeater starts once gone is closed
+		k.mu.Unlock()
+		k.tickers.Wait()
 	})
 }
 

@@ -33,6 +33,16 @@ globalThis.exports = globalThis.module.exports;
 globalThis.__filename = cellFile;
 globalThis.__dirname = process.cwd();
 
+// Every script first calls the start hook, which tells the server that
+// SIGINT now reaches the code: it runs under vm's breakOnSigint watch.
+let currentId = 0;
+Object.defineProperty(globalThis, '__paddock_start__', {
+  value: () => {
+    process.stderr.write(`\x02${token}:${currentId}:start\x03`);
+  },
+  enumerable: false,
+});
+
 const interruptedMessage = 'Script execution was interrupted by `SIGINT`';
 let interruptCurrent = null;
 // Without a listener SIGINT would kill the runner; between executions it is a no-op.
@@ -100,8 +110,11 @@ async function evaluate(code) {
       // Not valid as a whole: compiling it as it is reports the error.
     }
   }
-  const script = new vm.Script(source, { filename: 'cell' });
+  const script = new vm.Script(`__paddock_start__();\n${source}`, { filename: 'cell', lineOffset: -1 });
   let value = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
+  // The synchronous part is over: from now on the server interrupts with a
+  // request on fd 3, not with SIGINT.
+  process.stderr.write(`\x02${token}:${currentId}:async\x03`);
   if (wrapped) {
     const settled = await interruptible(value);
     value = settled === undefined ? undefined : settled.value;
@@ -128,7 +141,7 @@ function describe(err) {
 }
 
 function finish(id, res) {
-  const marker = `\x02${token}:${id}\x03`;
+  const marker = `\x02${token}:${id}:end\x03`;
   process.stdout.write(marker);
   process.stderr.write(marker);
   fs.writeSync(4, JSON.stringify(res) + '\n');
@@ -136,6 +149,7 @@ function finish(id, res) {
 
 async function handle(req) {
   const res = { id: req.id };
+  currentId = req.id;
   try {
     let code = String(req.code ?? '');
     if (req.ts) code = transpile(code);
@@ -162,6 +176,12 @@ requests.on('line', (line) => {
   try {
     req = JSON.parse(line);
   } catch {
+    return;
+  }
+  // {"interrupt":N} stops request N while it awaits (SIGINT stops its
+  // synchronous part); it is ignored once N is over.
+  if (req.interrupt !== undefined) {
+    if (req.interrupt === currentId && interruptCurrent) interruptCurrent();
     return;
   }
   queue.push(req);
