@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$1"); }
 for p in build-essential protobuf-compiler libseccomp-dev debootstrap nftables iproute2 \
-         redis-server jq zstd ca-certificates curl busybox-static; do
+         redis-server jq zstd ca-certificates curl busybox-static \
+         python3-ipykernel python3-matplotlib python3-matplotlib-inline python3-pandas node-typescript; do
   want "$p"
 done
 if ((${#need_apt[@]})); then
