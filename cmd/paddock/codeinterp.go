@@ -30,6 +30,9 @@ func runCodeinterp(args []string) error {
 	bash := fs.String("bash", "bash", "bash for bash contexts")
 	verbose := fs.Bool("verbose", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	level := slog.LevelInfo
@@ -55,7 +58,9 @@ func runCodeinterp(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second}
+	// No write timeout: /execute streams for as long as the code runs. Idle
+	// connections are kept as long as E2B's server keeps them (640 s).
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 640 * time.Second}
 	srv.Start()
 	log.Info("code interpreter serving", "addr", l.Addr().String(), "pid", os.Getpid())
 
