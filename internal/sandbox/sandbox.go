@@ -130,7 +130,7 @@ type Service struct {
 	wg    sync.WaitGroup
 	ready chan struct{}
 
-	mu      sync.Mutex
+	mu       sync.Mutex
 	deadline map[string]time.Time // owned running sandboxes → end time
 	busy     map[string]bool      // sandboxes with a lifecycle operation in flight
 
