@@ -27,6 +27,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt-get install -y -qq nodejs npm >/dev/null
 fi
 
+# CRIU >= 4.2 for memory snapshots (pause, snapshots), unpacked under /opt
+# without touching the system's libraries.
+scripts/install-criu.sh
+
 echo "setup: building bin/paddock"
 make -s build
 echo "setup: done ($(bin/paddock version))"
