@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -52,6 +53,7 @@ type serveFlags struct {
 	subnet     string
 	mirror     string
 	logLevel   string
+	pprof      string
 }
 
 func runServe(args []string) error {
@@ -68,6 +70,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.subnet, "subnet", network.DefaultSubnet.String(), "address pool of sandbox networks")
 	fs.StringVar(&f.mirror, "debian-mirror", "", "Debian mirror for building the base template (default: the one apt uses)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.pprof, "pprof-listen", "", "serve Go's net/http/pprof on this address (profiling; off when empty, never expose it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -199,10 +202,26 @@ func runServe(args []string) error {
 	admin := &http.Server{Handler: platform.AdminHandler(keys), ReadHeaderTimeout: 10 * time.Second}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- ignoreClosed(srv.Serve(l)) }()
 	go func() { defer wg.Done(); errc <- ignoreClosed(admin.Serve(adminL)) }()
+	var prof *http.Server
+	if f.pprof != "" {
+		pl, err := net.Listen("tcp", f.pprof)
+		if err != nil {
+			return fmt.Errorf("listen on %s (--pprof-listen): %w", f.pprof, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		prof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- ignoreClosed(prof.Serve(pl)) }()
+		log.Info("pprof serving", "addr", pl.Addr().String())
+	}
 	printBanner(os.Stdout, l.Addr().String(), f.domain, initialKey, dataDir)
 	log.Info("paddock serving", "addr", l.Addr().String(), "dataDir", dataDir, "version", version.Version)
 
@@ -215,6 +234,9 @@ func runServe(args []string) error {
 	defer cancel()
 	_ = srv.Shutdown(shutdown)
 	_ = admin.Shutdown(shutdown)
+	if prof != nil {
+		_ = prof.Close()
+	}
 	wg.Wait()
 	return err
 }

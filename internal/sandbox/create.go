@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/paddockhq/paddock/internal/runtime"
@@ -51,10 +52,13 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	case <-ctx.Done():
 		return Record{}, fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
 	}
+	var ph createPhases
+	ph.mark(&ph.begin)
 	tpl, err := s.cfg.Templates.Resolve(ctx, req.Template, req.Team)
 	if err != nil {
 		return Record{}, err
 	}
+	ph.mark(&ph.resolved)
 	ctx, cancel := context.WithTimeout(ctx, createTimeout)
 	defer cancel()
 
@@ -92,10 +96,11 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	if err := s.cfg.Store.Apply(ctx, store.Op{Collection: Collection, Key: rec.ID, Value: raw, Cond: store.IfAbsent}); err != nil {
 		return Record{}, fmt.Errorf("record sandbox %s: %w", rec.ID, err)
 	}
+	ph.mark(&ph.recorded)
 	release, _ := s.claim(rec.ID)
 	defer release()
 
-	started, err := s.start(ctx, &rec, tpl)
+	started, err := s.start(ctx, &rec, tpl, &ph)
 	if err != nil {
 		s.discard(rec.ID)
 		return Record{}, err
@@ -108,14 +113,16 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 		s.discard(rec.ID)
 		return Record{}, fmt.Errorf("record running sandbox %s: %w", rec.ID, err)
 	}
+	ph.mark(&ph.updated)
 	s.track(rec)
+	ph.log(s.log, rec.ID)
 	s.event(rec.ID, "sandbox created", "templateID", rec.TemplateID)
 	s.log.Info("sandbox created", "sandbox", rec.ID, "template", rec.TemplateID, "team", rec.Team, "ms", s.now().Sub(now).Milliseconds())
 	return rec, nil
 }
 
 // start creates the runtime sandbox, waits for envd and initialises it.
-func (s *Service) start(ctx context.Context, rec *Record, tpl Template) (time.Time, error) {
+func (s *Service) start(ctx context.Context, rec *Record, tpl Template, ph *createPhases) (time.Time, error) {
 	spec := runtime.Spec{
 		ID:     rec.ID,
 		Layers: tpl.Layers,
@@ -130,13 +137,40 @@ func (s *Service) start(ctx context.Context, rec *Record, tpl Template) (time.Ti
 	if _, err := s.cfg.Runtime.Create(ctx, spec); err != nil {
 		return time.Time{}, fmt.Errorf("create sandbox %s: %w", rec.ID, err)
 	}
+	ph.mark(&ph.created)
 	if err := s.envd.waitHealthy(ctx, rec.ID); err != nil {
 		return time.Time{}, err
 	}
+	ph.mark(&ph.healthy)
 	if err := s.initEnvd(ctx, rec, tpl.Env, ""); err != nil {
 		return time.Time{}, err
 	}
+	ph.mark(&ph.initialised)
 	return s.now().UTC(), nil
+}
+
+// createPhases times the steps of one Create for the debug log line
+// "sandbox create phases" (bench/ reads it for the create-path breakdown).
+// A nil *createPhases records nothing.
+type createPhases struct {
+	begin, resolved, recorded, created, healthy, initialised, updated time.Time
+}
+
+func (p *createPhases) mark(t *time.Time) {
+	if p != nil {
+		*t = time.Now()
+	}
+}
+
+func (p *createPhases) log(log *slog.Logger, id string) {
+	if p == nil || !log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	log.Debug("sandbox create phases", "sandbox", id,
+		"resolve", p.resolved.Sub(p.begin), "record", p.recorded.Sub(p.resolved),
+		"runtime", p.created.Sub(p.recorded), "envd", p.healthy.Sub(p.created),
+		"init", p.initialised.Sub(p.healthy), "update", p.updated.Sub(p.initialised),
+		"total", p.updated.Sub(p.begin))
 }
 
 // pidsLimit caps tasks per sandbox so a fork bomb stays contained.
