@@ -59,6 +59,17 @@ type Spec struct {
 	Labels map[string]string
 }
 
+// Layer format. Spec.Layers and the output of ExportChanges are directory
+// trees in overlayfs's format: a lower layer's entries override those of the
+// layers below it; a character device with device number 0/0 (a whiteout)
+// hides the entry of that name below; a directory with the extended
+// attribute OpaqueXattr set to "y" hides everything below it. Ownership is
+// shifted by UIDBase.
+const (
+	// OpaqueXattr marks a directory whose lower-layer content is hidden.
+	OpaqueXattr = "trusted.overlay.opaque"
+)
+
 // UIDBase and UIDCount describe the user namespace mapping of sandboxes:
 // ID 0 inside is UIDBase outside, for UIDCount IDs. Template layers are
 // stored with ownership already shifted by UIDBase.
@@ -86,6 +97,9 @@ type Info struct {
 	// the driver only offers Dial).
 	Addr   string
 	Labels map[string]string
+	// Layers are the root filesystem layers the sandbox was created with
+	// (Spec.Layers); nil when the driver does not know them.
+	Layers []string
 }
 
 // Stats are resource usage counters of a sandbox.
@@ -119,6 +133,15 @@ type Runtime interface {
 	Resume(ctx context.Context, id string) error
 	// Stats returns resource usage.
 	Stats(ctx context.Context, id string) (Stats, error)
+	// ExportChanges copies what the sandbox changed in its root filesystem,
+	// relative to its layers, into dst (an existing empty directory on the
+	// host) as a layer in the format above, so dst can be stacked on the
+	// sandbox's layers in a later Spec. Files the runtime itself placed in
+	// the sandbox (envd, network identity files, /proc, /sys, /dev) are left
+	// out. Processes are frozen while the changes are copied, so the copy is
+	// consistent; a running sandbox runs again afterwards, a paused one stays
+	// paused. On error dst may hold a partial copy; the caller removes it.
+	ExportChanges(ctx context.Context, id, dst string) error
 	// Destroy kills the sandbox and removes every trace of it: processes,
 	// mounts, cgroups, network devices, writable layer, state. Destroying a
 	// sandbox that does not exist is not an error.

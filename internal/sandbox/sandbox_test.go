@@ -122,6 +122,11 @@ func (f *fakeRuntime) Stats(ctx context.Context, id string) (runtime.Stats, erro
 	return runtime.Stats{MemoryUsed: 1 << 20, MemoryLimit: 512 << 20, CPUUsage: time.Second}, nil
 }
 
+func (f *fakeRuntime) ExportChanges(ctx context.Context, id, dst string) error {
+	_, err := f.get(id)
+	return err
+}
+
 func (f *fakeRuntime) Destroy(ctx context.Context, id string) error {
 	f.mu.Lock()
 	b, ok := f.boxes[id]

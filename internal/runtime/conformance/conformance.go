@@ -45,6 +45,9 @@ type Harness struct {
 	// Cycles is the number of create/destroy cycles of the leak test
 	// (default 20).
 	Cycles int
+	// NewLayerDir returns a new empty host directory that may be used as a
+	// layer of a sandbox (searchable by sandboxes), for ExportChanges.
+	NewLayerDir func(t *testing.T) string
 }
 
 // HealthTimeout is how long a new sandbox's envd may take to answer /health.
@@ -52,8 +55,8 @@ const HealthTimeout = 10 * time.Second
 
 // Run runs the conformance suite against the driver h describes.
 func Run(t *testing.T, h Harness) {
-	if h.New == nil || len(h.Layers) == 0 {
-		t.Fatal("conformance: Harness needs New and Layers")
+	if h.New == nil || len(h.Layers) == 0 || h.NewLayerDir == nil {
+		t.Fatal("conformance: Harness needs New, Layers and NewLayerDir")
 	}
 	if h.Cycles == 0 {
 		h.Cycles = 20
@@ -64,6 +67,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("DestroyAtOnce", func(t *testing.T) { testDestroyAtOnce(t, h) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, h) })
+	t.Run("ExportChanges", func(t *testing.T) { testExportChanges(t, h) })
 	t.Run("NoLeaks", func(t *testing.T) { testNoLeaks(t, h) })
 }
 

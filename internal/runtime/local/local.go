@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -307,7 +308,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	}()
 
 	t0 := time.Now()
-	m := meta{ID: id, CreatedAt: t0.UTC(), Labels: spec.Labels}
+	m := meta{ID: id, CreatedAt: t0.UTC(), Labels: spec.Labels, Layers: spec.Layers}
 	if err := writeMeta(r.dir(id), m); err != nil {
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
@@ -407,7 +408,8 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	r.log.Debug("sandbox created", "sandbox", id, "overlay", tOverlay.Sub(t0), "network", tNet.Sub(tOverlay),
 		"config", tConfig.Sub(tNet), "container", tRun.Sub(tConfig))
 
-	info = runtime.Info{ID: id, State: runtime.StateRunning, CreatedAt: m.CreatedAt, Labels: copyLabels(spec.Labels)}
+	info = runtime.Info{ID: id, State: runtime.StateRunning, CreatedAt: m.CreatedAt, Labels: copyLabels(spec.Labels),
+		Layers: slices.Clone(spec.Layers)}
 	if ep != nil {
 		info.Addr = ep.Addr.String()
 	}
@@ -534,6 +536,7 @@ func (r *Runtime) inspect(id string) (runtime.Info, error) {
 	} else {
 		info.CreatedAt = m.CreatedAt
 		info.Labels = m.Labels
+		info.Layers = m.Layers
 	}
 	c, err := r.load(id)
 	switch {

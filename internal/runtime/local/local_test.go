@@ -182,6 +182,14 @@ func (d *driver) harness() conformance.Harness {
 		Layers:    layers,
 		Traces:    d.traces,
 		Resources: d.resources,
+		NewLayerDir: func(t *testing.T) string {
+			dir, err := os.MkdirTemp(testDir, "layer-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		},
 	}
 }
 

@@ -16,6 +16,7 @@ type meta struct {
 	ID        string            `json:"id"`
 	CreatedAt time.Time         `json:"createdAt"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	Layers    []string          `json:"layers,omitempty"`
 }
 
 // writeMeta writes dir/meta.json atomically (temp file, fsync, rename).
