@@ -231,6 +231,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := &target{id: id, port: port, route: route}
 	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, t))
 	r.Header.Del(HeaderTrafficToken)
+	// Stream both ways. Without full duplex the HTTP/1 server drains and
+	// closes the request body as soon as the response headers go out, which
+	// races the transport still reading that body (its end-of-body check):
+	// the transport then fails the write and closes the upstream connection
+	// under the response being streamed, and the client sees it cut off.
+	// HTTP/2 is full duplex already (the call then fails harmlessly).
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	p.rp.ServeHTTP(w, r)
 }
 
