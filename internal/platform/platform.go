@@ -1,5 +1,5 @@
 // Package platform owns the Platform API edge: the REST handlers E2B SDKs
-// call with X-API-KEY (sandboxes today; templates and snapshots later), API
+// call with X-API-KEY (sandboxes, templates and their builds), API
 // key authentication with failure rate limiting, CORS, and the mapping of
 // service errors to E2B's {"code","message"} error shape. Wire types are
 // generated from api/openapi.yaml (package platform/api).
@@ -21,11 +21,16 @@ import (
 	"github.com/paddockhq/paddock/internal/auth"
 	"github.com/paddockhq/paddock/internal/platform/api"
 	"github.com/paddockhq/paddock/internal/sandbox"
+	"github.com/paddockhq/paddock/internal/template"
 )
 
 // Config configures the API handler.
 type Config struct {
 	Sandboxes *sandbox.Service
+	// Templates serves the template routes; nil answers them with 503.
+	Templates *template.Manager
+	// TemplateUse refuses deleting templates sandboxes still run from.
+	TemplateUse TemplateUse
 	// Keys verifies API keys.
 	Keys *auth.Keys
 	// Limiter rate-limits failed authentication per client address.
@@ -70,14 +75,23 @@ func New(cfg Config) http.Handler {
 			writeError(w, http.StatusBadRequest, err.Error())
 		},
 	})
-	return withCORS(s.authenticate(mux))
+	routes := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Not in the generated router (its pattern overlaps another one).
+		if alias, ok := aliasRoute(r); ok {
+			s.getTemplateAlias(w, r, alias)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	return withCORS(s.authenticate(routes))
 }
 
 // authenticate checks X-API-KEY on every route but /health, rate limiting
 // failures per client address.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || r.Method == http.MethodOptions {
+		// Template file uploads carry a signed token instead of a key.
+		if r.URL.Path == "/health" || r.Method == http.MethodOptions || isUploadRoute(r) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
+	envdclient "github.com/paddockhq/paddock/internal/envd/client"
 	"github.com/paddockhq/paddock/internal/runtime"
 	"github.com/paddockhq/paddock/internal/store"
 )
@@ -146,7 +148,34 @@ func (s *Service) start(ctx context.Context, rec *Record, tpl Template, ph *crea
 		return time.Time{}, err
 	}
 	ph.mark(&ph.initialised)
+	if tpl.StartCmd != "" || tpl.ReadyCmd != "" {
+		if err := s.startCommand(ctx, rec, tpl); err != nil {
+			return time.Time{}, err
+		}
+	}
 	return s.now().UTC(), nil
+}
+
+// startCommand starts the template's start command in the sandbox (it
+// keeps running, as the template's user) and waits until its ready command
+// exits 0, within the create's deadline.
+func (s *Service) startCommand(ctx context.Context, rec *Record, tpl Template) error {
+	tok := ""
+	if rec.Secure {
+		tok = s.EnvdToken(rec.ID)
+	}
+	c := envdclient.New(func(ctx context.Context) (net.Conn, error) {
+		return s.cfg.Runtime.Dial(ctx, rec.ID, runtime.EnvdPort)
+	}, tok)
+	defer c.Close()
+	t0 := s.now()
+	err := c.StartAndWait(ctx, envdclient.StartSpec{Start: tpl.StartCmd, Ready: tpl.ReadyCmd, User: rec.User, Workdir: rec.Workdir})
+	if err != nil {
+		return fmt.Errorf("sandbox %s of template %s: %w", rec.ID, tpl.ID, err)
+	}
+	s.event(rec.ID, "start command running", "startCmd", tpl.StartCmd)
+	s.log.Debug("start command ready", "sandbox", rec.ID, "ms", s.now().Sub(t0).Milliseconds())
+	return nil
 }
 
 // createPhases times the steps of one Create for the debug log line

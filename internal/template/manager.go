@@ -1,12 +1,17 @@
 package template
 
 import (
+	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
+	"time"
 
+	"github.com/paddockhq/paddock/internal/runtime"
 	"github.com/paddockhq/paddock/internal/store"
 )
 
@@ -40,6 +45,15 @@ type Config struct {
 	Logger *slog.Logger
 	// EnvdVersion is recorded in the base template (see Template.EnvdVersion).
 	EnvdVersion string
+	// Runtime runs the sandboxes builds execute their steps in, and tells
+	// the layer garbage collector which layers sandboxes use. Builds and
+	// garbage collection need it.
+	Runtime runtime.Runtime
+	// Secret keys the HMACs of upload URLs; empty means a random key per
+	// process (upload URLs then die with it).
+	Secret []byte
+	// MaxBuilds bounds builds running at once (default 2); more wait.
+	MaxBuilds int
 }
 
 // Manager ties the registry and the layer store together and builds the
@@ -51,6 +65,21 @@ type Manager struct {
 	log    *slog.Logger
 	// baseSem serialises EnsureBase within the process (one slot).
 	baseSem chan struct{}
+
+	secret   []byte
+	logs     *buildLogs
+	buildSem chan struct{}
+
+	// gcMu is held by a garbage collection pass and by pin, so a layer is
+	// either pinned before the pass looks or removed before it is pinned.
+	gcMu        sync.Mutex
+	pins        map[string]int       // layer digest → builds using it
+	unusedSince map[string]time.Time // layer digest → first seen unreferenced
+	gcKick      chan struct{}
+	ctx         context.Context // cancelled by Close: ends builds and the GC loop
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	startOnce   sync.Once
 }
 
 // New returns a Manager; it creates DataDir/layers if needed.
@@ -81,12 +110,31 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("template manager: %w", err)
 	}
+	if cfg.MaxBuilds <= 0 {
+		cfg.MaxBuilds = 2
+	}
+	secret := cfg.Secret
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("template manager: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
-		cfg:     cfg,
-		reg:     NewRegistry(cfg.Store),
-		layers:  layers,
-		log:     cfg.Logger.With("component", "template"),
-		baseSem: make(chan struct{}, 1),
+		cfg:         cfg,
+		reg:         NewRegistry(cfg.Store),
+		layers:      layers,
+		log:         cfg.Logger.With("component", "template"),
+		baseSem:     make(chan struct{}, 1),
+		secret:      secret,
+		logs:        &buildLogs{dir: filepath.Join(cfg.DataDir, "builds")},
+		buildSem:    make(chan struct{}, cfg.MaxBuilds),
+		pins:        map[string]int{},
+		unusedSince: map[string]time.Time{},
+		gcKick:      make(chan struct{}, 1),
+		ctx:         ctx,
+		cancel:      cancel,
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -116,10 +117,11 @@ func (r *Registry) Resolve(ctx context.Context, ref, team string) (Template, err
 	if !t.VisibleTo(team) {
 		return Template{}, fmt.Errorf("template %q: %w", n.Identifier(), ErrForbidden)
 	}
-	if !t.HasTag(n.Tag) {
+	at, ok := t.At(n.Tag)
+	if !ok {
 		return Template{}, fmt.Errorf("template %q has no tag %q: %w", n.Identifier(), n.Tag, ErrNotFound)
 	}
-	return t, nil
+	return at, nil
 }
 
 // normalise applies defaults, normalises tags and validates t.
@@ -231,6 +233,14 @@ func (r *Registry) Update(ctx context.Context, id string, fn func(*Template) err
 		next.Aliases = slices.Clone(cur.Aliases)
 		next.Tags = slices.Clone(cur.Tags)
 		next.Layers = slices.Clone(cur.Layers)
+		if cur.Tagged != nil {
+			next.Tagged = make(map[string]Build, len(cur.Tagged))
+			for k, b := range cur.Tagged {
+				b.Layers = slices.Clone(b.Layers)
+				b.Env = maps.Clone(b.Env)
+				next.Tagged[k] = b
+			}
+		}
 		if cur.Env != nil {
 			next.Env = make(map[string]string, len(cur.Env))
 			for k, v := range cur.Env {

@@ -276,3 +276,100 @@ func (c *Client) Run(ctx context.Context, cmd Command, out Output) error {
 	}
 	return p.Wait(out)
 }
+
+// StartSpec is a sandbox's start command and the ready command that tells
+// when it is up (E2B's startCmd and readyCmd).
+type StartSpec struct {
+	Start, Ready  string
+	User, Workdir string
+	// Interval between ready command attempts (default 100 ms).
+	Interval time.Duration
+	// Output, if not nil, receives the start command's output lines.
+	Output func(line string)
+}
+
+// StartAndWait starts s.Start in the background (it keeps running after
+// the call) and runs s.Ready until it exits 0, until ctx ends (the error
+// then says what the ready command last did), or until the start command
+// fails. Both run through `/bin/bash -l -c` as s.User.
+func (c *Client) StartAndWait(ctx context.Context, s StartSpec) error {
+	if s.Interval <= 0 {
+		s.Interval = 100 * time.Millisecond
+	}
+	ended := make(chan error, 1)
+	if s.Start != "" {
+		// No deadline: envd would kill the process when it passed.
+		bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		p, err := c.Start(bg, Shell(s.Start, s.User, s.Workdir, nil))
+		if err != nil {
+			cancel()
+			return fmt.Errorf("start command %q: %w", s.Start, err)
+		}
+		var lw lineBuffer
+		go func() { // ends when the process ends or the stream is dropped below
+			err := p.Wait(func(b []byte, _ bool) { lw.write(b, s.Output) })
+			lw.flush(s.Output)
+			ended <- err
+		}()
+		defer func() {
+			cancel()
+			p.Detach()
+		}()
+	}
+	if s.Ready == "" {
+		return nil
+	}
+	var last string
+	for attempt := 1; ; attempt++ {
+		var out bytes.Buffer
+		err := c.Run(ctx, Shell(s.Ready, s.User, s.Workdir, nil), func(b []byte, _ bool) {
+			if out.Len() < 4096 {
+				out.Write(b)
+			}
+		})
+		if err == nil {
+			return nil
+		}
+		last = fmt.Sprintf("attempt %d: %v", attempt, err)
+		if o := bytes.TrimSpace(out.Bytes()); len(o) > 0 {
+			last += ": " + string(o)
+		}
+		select {
+		case err := <-ended:
+			if err != nil {
+				return fmt.Errorf("start command %q failed before the ready command %q passed: %w", s.Start, s.Ready, err)
+			}
+			ended = nil // it exited 0 (daemonised, say): keep waiting for readiness
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ready command %q did not succeed in time (%v); last %s", s.Ready, ctx.Err(), last)
+		case <-time.After(s.Interval):
+		}
+	}
+}
+
+// lineBuffer splits output chunks into lines.
+type lineBuffer struct{ buf bytes.Buffer }
+
+func (l *lineBuffer) write(b []byte, emit func(string)) {
+	if emit == nil {
+		return
+	}
+	l.buf.Write(b)
+	for {
+		i := bytes.IndexByte(l.buf.Bytes(), '\n')
+		if i < 0 {
+			return
+		}
+		emit(string(bytes.TrimRight(l.buf.Next(i+1), "\r\n")))
+	}
+}
+
+func (l *lineBuffer) flush(emit func(string)) {
+	if emit != nil && l.buf.Len() > 0 {
+		emit(l.buf.String())
+		l.buf.Reset()
+	}
+}
