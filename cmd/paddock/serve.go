@@ -143,6 +143,7 @@ func runServe(args []string) error {
 	tm, err := template.New(template.Config{
 		DataDir: dataDir, CacheDir: f.cacheDir, Store: st, Mirror: f.mirror,
 		Progress: os.Stderr, Logger: log, EnvdVersion: envd.Version,
+		Runtime: rt, Secret: secret,
 	})
 	if err != nil {
 		return err
@@ -163,15 +164,23 @@ func runServe(args []string) error {
 		return err
 	}
 	defer svc.Close()
+	// After the sandbox service reaped orphans (build sandboxes included):
+	// unfinished builds fail, unreferenced layers go.
+	if err := tm.Start(ctx); err != nil {
+		return err
+	}
+	defer tm.Close()
 
 	apiHandler := platform.New(platform.Config{
-		Sandboxes: svc,
-		Keys:      keys,
-		Limiter:   auth.NewLimiter(auth.LimiterConfig{}),
-		Health:    templates.health,
-		Version:   version.Version,
-		Runtime:   f.runtime,
-		Logger:    log.With("component", "api"),
+		Sandboxes:   svc,
+		Templates:   tm,
+		TemplateUse: svc,
+		Keys:        keys,
+		Limiter:     auth.NewLimiter(auth.LimiterConfig{}),
+		Health:      templates.health,
+		Version:     version.Version,
+		Runtime:     f.runtime,
+		Logger:      log.With("component", "api"),
 	})
 	px := proxy.New(proxy.Config{Domain: f.domain, Sandboxes: proxyAdapter{svc}, Logger: log.With("component", "proxy")})
 	defer px.Close()
