@@ -54,6 +54,7 @@ type serveFlags struct {
 	mirror     string
 	logLevel   string
 	pprof      string
+	ingress    ingressFlags
 }
 
 func runServe(args []string) error {
@@ -62,7 +63,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:3000", "address of the Platform API and the sandbox proxy")
 	fs.StringVar(&f.dataDir, "data-dir", DefaultDataDir, "directory for Paddock's state (store, layers, sandboxes)")
 	fs.StringVar(&f.cacheDir, "cache-dir", template.DefaultCacheDir, "machine-wide cache of the base template and Debian packages")
-	fs.StringVar(&f.domain, "domain", "", "sandbox domain: hosts <port>-<sandboxID>.<domain> reach sandbox ports")
+	fs.StringVar(&f.domain, "domain", "", "sandbox domain D: HTTPS for api.D, D and <port>-<sandboxID>.D (see --tls-listen); hosts <port>-<sandboxID>.D reach sandbox ports")
 	fs.StringVar(&f.runtime, "runtime", "local", "sandbox runtime (local)")
 	fs.StringVar(&f.storeURL, "store", "", "state store: empty for the embedded store in the data dir, or redis://host:port/db")
 	fs.DurationVar(&f.maxTimeout, "max-timeout", 24*time.Hour, "longest sandbox lifetime a client may ask for")
@@ -70,6 +71,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.subnet, "subnet", network.DefaultSubnet.String(), "address pool of sandbox networks")
 	fs.StringVar(&f.mirror, "debian-mirror", "", "Debian mirror for building the base template (default: the one apt uses)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.ingress.register(fs)
 	fs.StringVar(&f.pprof, "pprof-listen", "", "serve Go's net/http/pprof on this address (profiling; off when empty, never expose it)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,6 +104,12 @@ func runServe(args []string) error {
 	if err := os.Chmod(dataDir, 0o711); err != nil {
 		return err
 	}
+
+	ing, err := newIngress(f.ingress, f.domain, f.listen, dataDir, log)
+	if err != nil {
+		return err
+	}
+	defer ing.close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -154,7 +162,7 @@ func runServe(args []string) error {
 	node, _ := os.Hostname()
 	svc, err := sandbox.New(sandbox.Config{
 		Runtime: rt, Store: st, Templates: templates, Secret: secret,
-		Domain: f.domain, Node: node, MaxTimeout: f.maxTimeout,
+		Domain: ing.sdkDomain, Node: node, MaxTimeout: f.maxTimeout,
 		NewID: auth.NewSandboxID, Logger: log.With("component", "sandbox"),
 	})
 	if err != nil {
@@ -211,7 +219,7 @@ func runServe(args []string) error {
 	admin := &http.Server{Handler: platform.AdminHandler(keys), ReadHeaderTimeout: 10 * time.Second}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- ignoreClosed(srv.Serve(l)) }()
 	go func() { defer wg.Done(); errc <- ignoreClosed(admin.Serve(adminL)) }()
@@ -231,7 +239,13 @@ func runServe(args []string) error {
 		go func() { defer wg.Done(); errc <- ignoreClosed(prof.Serve(pl)) }()
 		log.Info("pprof serving", "addr", pl.Addr().String())
 	}
-	printBanner(os.Stdout, l.Addr().String(), f.domain, initialKey, dataDir)
+	ing.serve(handler, &wg, errc)
+	bannerDomain := f.domain
+	if ing.httpsOn() {
+		bannerDomain = "" // the HTTPS block below gives E2B_DOMAIN
+	}
+	printBanner(os.Stdout, l.Addr().String(), bannerDomain, initialKey, dataDir)
+	ing.printBanner(os.Stdout)
 	log.Info("paddock serving", "addr", l.Addr().String(), "dataDir", dataDir, "version", version.Version)
 
 	select {
@@ -243,6 +257,7 @@ func runServe(args []string) error {
 	defer cancel()
 	_ = srv.Shutdown(shutdown)
 	_ = admin.Shutdown(shutdown)
+	ing.shutdown(shutdown)
 	if prof != nil {
 		_ = prof.Close()
 	}
@@ -431,6 +446,18 @@ func (t *templateSource) Resolve(ctx context.Context, ref, team string) (sandbox
 
 // proxyAdapter lets the proxy reach sandboxes through the sandbox service.
 type proxyAdapter struct{ svc *sandbox.Service }
+
+func (a proxyAdapter) Signers(ctx context.Context) ([]proxy.Signer, error) {
+	ids, err := a.svc.SecureIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]proxy.Signer, len(ids))
+	for i, id := range ids {
+		out[i] = proxy.Signer{ID: id, EnvdToken: a.svc.EnvdToken(id)}
+	}
+	return out, nil
+}
 
 func (a proxyAdapter) Route(ctx context.Context, id string) (proxy.Route, error) {
 	in, err := a.svc.Ingress(ctx, id)

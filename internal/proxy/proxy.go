@@ -2,12 +2,16 @@
 // sandbox port (hosts <port>-<sandboxID>.<domain>, or the E2b-Sandbox-Id and
 // E2b-Sandbox-Port headers on a shared host), checks traffic tokens, keeps
 // envd's control routes unreachable from outside, and streams requests both
-// ways (Connect streams, WebSockets, large bodies) into the sandbox.
+// ways (Connect streams, WebSockets, large bodies) into the sandbox. Signed
+// /files links on a shared host, which name no sandbox, go to the sandbox
+// whose envd access token verifies their signature.
 package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -44,11 +48,21 @@ type Route struct {
 	MaskRequestHost string
 }
 
+// Signer is a sandbox that may have signed a /files link.
+type Signer struct {
+	ID string
+	// EnvdToken is the sandbox's envd access token, the signing key.
+	EnvdToken string
+}
+
 // Sandboxes is what the proxy needs from the sandbox service.
 type Sandboxes interface {
 	// Route returns how to reach a running sandbox, resuming it first when
 	// it is paused with auto-resume. Errors wrap ErrGone when it is gone.
 	Route(ctx context.Context, id string) (Route, error)
+	// Signers lists the sandboxes that can take traffic and hold an envd
+	// access token, for routing signed /files links on a shared host.
+	Signers(ctx context.Context) ([]Signer, error)
 }
 
 // Config configures a Proxy.
@@ -146,12 +160,14 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	return route.Dial(ctx, port)
 }
 
-// Match reports whether r is a data-plane request for a sandbox.
+// Match reports whether r is a data-plane request for a sandbox: a
+// per-sandbox host, routing headers, or envd's /files path (the Platform
+// API has no such route; signed links on a shared host look like that).
 func (p *Proxy) Match(r *http.Request) bool {
 	if _, _, ok := p.hostTarget(r.Host); ok {
 		return true
 	}
-	return r.Header.Get(HeaderSandboxID) != "" || r.Header.Get(HeaderSandboxPort) != ""
+	return r.Header.Get(HeaderSandboxID) != "" || r.Header.Get(HeaderSandboxPort) != "" || r.URL.Path == filesPath
 }
 
 // hostTarget parses "<port>-<id>.<domain>" hosts.
@@ -190,7 +206,18 @@ func isLowerAlnum(s string) bool {
 // ServeHTTP forwards a data-plane request to its sandbox.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, port, ok := p.hostTarget(r.Host)
-	if !ok {
+	switch {
+	case ok:
+	case r.Header.Get(HeaderSandboxID) == "" && r.Header.Get(HeaderSandboxPort) == "" && r.URL.Path == filesPath:
+		// A signed link on a shared host: it names no sandbox.
+		var status int
+		var msg string
+		if id, status, msg = p.signedFilesTarget(r); id == "" {
+			writeError(w, r, status, map[string]any{"code": status, "message": msg})
+			return
+		}
+		port = EnvdPort
+	default:
 		// Shared host: route by headers (ignored on per-sandbox hosts so a
 		// client cannot reach another sandbox by spoofing them).
 		id = r.Header.Get(HeaderSandboxID)
@@ -239,6 +266,66 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// HTTP/2 is full duplex already (the call then fails harmlessly).
 	_ = http.NewResponseController(w).EnableFullDuplex()
 	p.rp.ServeHTTP(w, r)
+}
+
+// filesPath is envd's file transfer route, the target of signed links.
+const filesPath = "/files"
+
+// signedFilesTarget finds the sandbox whose envd access token verifies the
+// signature of a /files link (E2B's v1 scheme, as envd checks it), trying
+// every candidate in constant time. It returns "" and an error status when
+// none does; the sandbox's envd verifies the link again (and its expiry).
+func (p *Proxy) signedFilesTarget(r *http.Request) (id string, status int, msg string) {
+	var op string
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		op = "read"
+	case http.MethodPost:
+		op = "write"
+	default:
+		return "", http.StatusMethodNotAllowed, "method " + r.Method + " is not allowed on /files"
+	}
+	q := r.URL.Query()
+	sig := q.Get("signature")
+	if sig == "" {
+		return "", http.StatusUnauthorized, "this shared address routes /files by its signature: use a signed URL (uploadUrl/downloadUrl of a secure sandbox) or the E2b-Sandbox-Id and E2b-Sandbox-Port headers"
+	}
+	var exp *int64
+	if v := q.Get("signature_expiration"); q.Has("signature_expiration") {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return "", http.StatusBadRequest, "invalid signature_expiration " + strconv.Quote(v) + ": want unix seconds"
+		}
+		exp = &n
+	}
+	signers, err := p.cfg.Sandboxes.Signers(r.Context())
+	if err != nil {
+		p.log.Error("proxy: list sandboxes for a signed URL", "err", err)
+		return "", http.StatusInternalServerError, "cannot check the signature now"
+	}
+	path, user := q.Get("path"), q.Get("username")
+	for _, s := range signers {
+		want := FileSignature(path, op, user, s.EnvdToken, exp)
+		if subtle.ConstantTimeCompare([]byte(want), []byte(sig)) == 1 && id == "" {
+			id = s.ID // keep going: the time taken does not depend on which one matched
+		}
+	}
+	if id == "" {
+		return "", http.StatusUnauthorized, "invalid signature: it matches no running sandbox"
+	}
+	return id, 0, ""
+}
+
+// FileSignature is the v1 signature of a /files link as the E2B SDK makes it
+// and envd checks it: "v1_" + unpadded standard base64 of
+// sha256(path:operation:username:token[:expiration]).
+func FileSignature(path, operation, username, token string, expiration *int64) string {
+	raw := path + ":" + operation + ":" + username + ":" + token
+	if expiration != nil {
+		raw += ":" + strconv.FormatInt(*expiration, 10)
+	}
+	sum := sha256.Sum256([]byte(raw))
+	return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
 // Close drops idle upstream connections.

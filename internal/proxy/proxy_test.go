@@ -3,15 +3,20 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paddockhq/paddock/internal/tlsca"
 )
 
 // upstreams maps sandbox ID → port → test server.
@@ -19,6 +24,17 @@ type fakeSandboxes struct {
 	ports map[string]map[int]*httptest.Server
 	token map[string]string
 	mask  map[string]string
+	envd  map[string]string // envd access tokens of secure sandboxes
+}
+
+func (f *fakeSandboxes) Signers(ctx context.Context) ([]Signer, error) {
+	var out []Signer
+	for id, tok := range f.envd {
+		if _, ok := f.ports[id]; ok {
+			out = append(out, Signer{ID: id, EnvdToken: tok})
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeSandboxes) Route(ctx context.Context, id string) (Route, error) {
@@ -40,6 +56,9 @@ func (f *fakeSandboxes) Route(ctx context.Context, id string) (Route, error) {
 	}, nil
 }
 
+// streamGate holds /stream after its first chunk until the test closes it.
+var streamGate = make(chan struct{})
+
 func echo(name string) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Upstream", name)
@@ -47,11 +66,29 @@ func echo(name string) *httptest.Server {
 		w.Header().Set("X-Seen-Token", r.Header.Get(HeaderTrafficToken))
 		if r.URL.Path == "/stream" {
 			fl := w.(http.Flusher)
-			for i := 0; i < 3; i++ {
-				fmt.Fprintf(w, "chunk%d\n", i)
-				fl.Flush()
-				time.Sleep(50 * time.Millisecond)
+			fmt.Fprint(w, "chunk0\n")
+			fl.Flush()
+			select {
+			case <-streamGate:
+			case <-r.Context().Done():
+				return
 			}
+			fmt.Fprint(w, "chunk1\nchunk2\n")
+			return
+		}
+		if r.Header.Get("Upgrade") == "websocket" {
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Upstream: " + name + "\r\n\r\n")
+			brw.Flush()
+			io.Copy(conn, brw) // echo until the client closes
+			return
+		}
+		if r.URL.Path == "/files" {
+			fmt.Fprintf(w, "%s %s %s %s", name, r.Method, r.URL.Path, r.URL.RawQuery)
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
@@ -70,6 +107,7 @@ func setup(t *testing.T) (*httptest.Server, *fakeSandboxes) {
 		},
 		token: map[string]string{"isbb": "secret-token"},
 		mask:  map[string]string{"isba": "masked-${PORT}.example"},
+		envd:  map[string]string{"isba": "tok-a", "isbb": "tok-123", "igone": "tok-gone"},
 	}
 	p := New(Config{Domain: "paddock.test", Sandboxes: f})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -188,18 +226,16 @@ func TestStreamsAreNotBuffered(t *testing.T) {
 	}
 	defer res.Body.Close()
 	r := bufio.NewReader(res.Body)
-	start := time.Now()
+	// The upstream holds the rest until the first chunk has arrived here, so
+	// a proxy buffering the response would block forever.
 	line, err := r.ReadString('\n')
 	if err != nil || line != "chunk0\n" {
 		t.Fatalf("first chunk: %q %v", line, err)
 	}
-	// The first chunk arrives before the upstream finished (it takes 150 ms).
+	close(streamGate)
 	rest, _ := io.ReadAll(r)
 	if string(rest) != "chunk1\nchunk2\n" {
 		t.Fatalf("rest: %q", rest)
-	}
-	if time.Since(start) < 80*time.Millisecond {
-		t.Fatalf("chunks were not streamed separately")
 	}
 }
 
@@ -226,4 +262,150 @@ func TestHostParsing(t *testing.T) {
 			t.Errorf("%s: got %q %d %v", c.host, id, port, ok)
 		}
 	}
+}
+
+// The signature algorithm matches the E2B SDK's: vectors from e2b 2.51.0's
+// downloadUrl/uploadUrl with envdAccessToken "tok-123".
+func TestFileSignatureMatchesSDK(t *testing.T) {
+	if got := FileSignature("/home/user/a b.txt", "read", "user", "tok-123", nil); got != "v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg" {
+		t.Fatalf("read signature %s", got)
+	}
+	if got := FileSignature("/tmp/x.bin", "write", "", "tok-123", nil); got != "v1_fzapeZftWmvlkT8kPQJlWts43+FBIu7KGbahcVpmXck" {
+		t.Fatalf("write signature %s", got)
+	}
+}
+
+// Signed /files links on a shared host (E2B_SANDBOX_URL mode) carry no
+// routing headers: they go to the sandbox whose token verifies them.
+func TestSignedFilesOnSharedHost(t *testing.T) {
+	srv, _ := setup(t)
+	get := func(method, rawQuery string, hdr map[string]string) (*http.Response, string) {
+		t.Helper()
+		return do(t, srv, method, "", "/files?"+rawQuery, hdr, "")
+	}
+	// The SDK's own link for sandbox isbb (token tok-123).
+	res, body := get("GET", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", nil)
+	if res.StatusCode != 200 || !strings.HasPrefix(body, "b-envd GET /files ") {
+		t.Fatalf("signed download: %d %q", res.StatusCode, body)
+	}
+	res, body = get("POST", "path=%2Ftmp%2Fx.bin&signature=v1_fzapeZftWmvlkT8kPQJlWts43%2BFBIu7KGbahcVpmXck", nil)
+	if res.StatusCode != 200 || !strings.HasPrefix(body, "b-envd POST /files ") {
+		t.Fatalf("signed upload: %d %q", res.StatusCode, body)
+	}
+	// Another sandbox's link goes there, expiration included.
+	exp := time.Now().Add(time.Hour).Unix()
+	sig := FileSignature("/x", "read", "", "tok-a", &exp)
+	q := fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp)
+	res, body = get("GET", q, nil)
+	if res.StatusCode != 200 || !strings.HasPrefix(body, "a-envd GET /files ") {
+		t.Fatalf("signed download with expiration: %d %q", res.StatusCode, body)
+	}
+	// HEAD is a read.
+	if res, _ = get("HEAD", q, nil); res.StatusCode != 200 || res.Header.Get("X-Upstream") != "a-envd" {
+		t.Fatalf("HEAD: %d %q", res.StatusCode, res.Header.Get("X-Upstream"))
+	}
+
+	rejected := []struct {
+		name, method, query string
+		status              int
+		msg                 string
+	}{
+		{"read signature used to write", "POST", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
+		{"path changed", "GET", "username=user&path=%2Fetc%2Fshadow&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
+		{"user changed", "GET", "username=root&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
+		{"expiration changed", "GET", fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp+1), 401, "matches no running sandbox"},
+		{"garbage signature", "GET", "path=%2Fx&signature=v1_AAAA", 401, "matches no running sandbox"},
+		{"gone sandbox's token", "GET", "path=%2Fx&signature=" + FileSignature("/x", "read", "", "tok-gone", nil), 401, "matches no running sandbox"},
+		{"no signature", "GET", "path=%2Fx", 401, "signed URL"},
+		{"bad expiration", "GET", "path=%2Fx&signature=" + sig + "&signature_expiration=soon", 400, "signature_expiration"},
+		{"method", "PUT", "path=%2Fx&signature=" + sig, 405, "not allowed"},
+	}
+	for _, c := range rejected {
+		res, body := get(c.method, c.query, nil)
+		var e map[string]any
+		if res.StatusCode != c.status || json.Unmarshal([]byte(body), &e) != nil || int(e["code"].(float64)) != c.status ||
+			!strings.Contains(e["message"].(string), c.msg) {
+			t.Errorf("%s: %d %q, want %d with %q", c.name, res.StatusCode, body, c.status, c.msg)
+		}
+	}
+
+	// Routing headers win over the signature on a shared host...
+	res, body = get("GET", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg",
+		map[string]string{HeaderSandboxID: "isba", HeaderSandboxPort: "49983"})
+	if !strings.HasPrefix(body, "a-envd GET /files") {
+		t.Fatalf("headers on a shared host: %q", body)
+	}
+	// ...and a per-sandbox host wins over both.
+	res, body = do(t, srv, "GET", "49983-isba.paddock.test", "/files?path=%2Fx&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", nil, "")
+	if res.StatusCode != 200 || !strings.HasPrefix(body, "a-envd GET /files") {
+		t.Fatalf("per-sandbox host: %d %q", res.StatusCode, body)
+	}
+}
+
+// Through a TLS listener with the local CA's certificate: HTTP/2 by ALPN for
+// requests, HTTP/1.1 upgrades (WebSockets) passed through both ways.
+func TestThroughTLS(t *testing.T) {
+	_, f := setup(t)
+	m, err := tlsca.New(tlsca.Config{Domain: "paddock.test", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Config{Domain: "paddock.test", Sandboxes: f})
+	srv := httptest.NewUnstartedServer(p)
+	srv.EnableHTTP2 = true
+	srv.TLS = m.TLSConfig()
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(mustRead(t, m.CAPath())) {
+		t.Fatal("no CA")
+	}
+	addr := srv.Listener.Addr().String()
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: roots},
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	res, err := (&http.Client{Transport: tr}).Post("https://49983-isba.paddock.test/process.Process/List", "application/json", strings.NewReader("abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.ProtoMajor != 2 || string(body) != "a-envd POST /process.Process/List 3" {
+		t.Fatalf("over TLS: %s %q", res.Proto, body)
+	}
+
+	// A WebSocket handshake on HTTP/1.1 (as browsers and Node's ws do).
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "8000-isba.paddock.test", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: 8000-isba.paddock.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	up, err := http.ReadResponse(br, nil)
+	if err != nil || up.StatusCode != http.StatusSwitchingProtocols || up.Header.Get("X-Upstream") != "a-8000" {
+		t.Fatalf("upgrade: %v %v", up, err)
+	}
+	for _, msg := range []string{"ping\n", "second message\n"} {
+		fmt.Fprint(conn, msg)
+		got, err := br.ReadString('\n')
+		if err != nil || got != msg {
+			t.Fatalf("echo through the upgraded connection: %q %v", got, err)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 )
 
@@ -38,4 +39,30 @@ func (s *Service) Ingress(ctx context.Context, id string) (Ingress, error) {
 		in.TrafficToken = s.TrafficToken(id)
 	}
 	return in, nil
+}
+
+// SecureIDs lists the sandboxes that hold an envd access token and can take
+// traffic (running, or paused with auto-resume): the candidates for a
+// signed /files link that names no sandbox.
+func (s *Service) SecureIDs(ctx context.Context) ([]string, error) {
+	recs, err := s.cfg.Store.List(ctx, Collection)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	var ids []string
+	for _, kv := range recs {
+		var r struct {
+			ID         string `json:"id"`
+			State      State  `json:"state"`
+			Secure     bool   `json:"secure"`
+			AutoResume bool   `json:"autoResume"`
+		}
+		if err := json.Unmarshal(kv.Value, &r); err != nil || !r.Secure {
+			continue
+		}
+		if r.State == StateRunning || r.State == StatePaused && r.AutoResume {
+			ids = append(ids, r.ID)
+		}
+	}
+	return ids, nil
 }

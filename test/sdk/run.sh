@@ -131,6 +131,12 @@ suite_envd() {
 	return "$rc"
 }
 
+# The ingress suite: `paddock serve --domain` (HTTPS, local CA, DNS) and the
+# SDK with only E2B_DOMAIN, in a network namespace; see ingress.sh.
+suite_ingress() {
+	PADDOCK_BIN=$bin PADDOCK_SDK_RUN_ID=$run_id "$here/ingress.sh"
+}
+
 bench_envd() {
 	start_envd
 	(cd "$here" && E2B_DEBUG=true node bench-envd.mjs)
@@ -139,7 +145,7 @@ bench_envd() {
 
 # ---- main ----------------------------------------------------------------
 
-all_suites=(envd) # later: control-plane suites against `paddock serve`
+all_suites=(envd ingress) # later: control-plane suites against `paddock serve`
 suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=("${all_suites[@]}")
 
@@ -151,6 +157,7 @@ status=0
 for s in "${suites[@]}"; do
 	case $s in
 	envd) suite_envd || status=1 ;;
+	ingress) suite_ingress || status=1 ;;
 	bench) bench_envd || status=1 ;;
 	*) die "unknown suite '$s' (known: ${all_suites[*]} bench)" ;;
 	esac
