@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -83,7 +84,20 @@ func New(cfg Config) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	return withCORS(s.authenticate(routes))
+	return withCORS(s.authenticate(rejectBadQuery(routes)))
+}
+
+// rejectBadQuery answers 400 to a query string that does not parse (such as
+// a stray '%'): the generated handlers read r.URL.Query(), which silently
+// drops such a pair, so a malformed filter would list everything.
+func rejectBadQuery(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid query string: %v", err))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // authenticate checks X-API-KEY on every route but /health, rate limiting

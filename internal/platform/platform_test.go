@@ -1,6 +1,9 @@
 package platform
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"testing"
@@ -29,5 +32,38 @@ func TestParseMetadataFilter(t *testing.T) {
 	}
 	if m, err := parseMetadataFilter(nil); err != nil || m != nil {
 		t.Fatalf("nil filter: %v %v", m, err)
+	}
+}
+
+func TestRejectBadQuery(t *testing.T) {
+	reached := 0
+	h := rejectBadQuery(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached++
+		w.WriteHeader(http.StatusOK)
+	}))
+	for _, q := range []string{"", "metadata=a%3Db", "state=running,paused&limit=1"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/sandboxes?"+q, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("query %q: status %d, want 200", q, rec.Code)
+		}
+	}
+	before := reached
+	for _, q := range []string{"metadata=%zz", "limit=1&metadata=a%"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/sandboxes?"+q, nil))
+		var body struct {
+			Code    int
+			Message string
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("query %q: body %q: %v", q, rec.Body.String(), err)
+		}
+		if rec.Code != http.StatusBadRequest || body.Code != http.StatusBadRequest || body.Message == "" {
+			t.Fatalf("query %q: status %d body %s, want 400 with E2B's error body", q, rec.Code, rec.Body.String())
+		}
+	}
+	if reached != before {
+		t.Fatal("a malformed query reached the handler")
 	}
 }
