@@ -1,7 +1,6 @@
 // The envd access token and signed file URLs (sandbox.uploadUrl/downloadUrl).
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { AuthenticationError } from 'e2b'
 import { describeError, rejection, sleep, uniq } from '../util.mjs'
 
 // Per-test bound: a hung stream fails the test instead of the run.
@@ -29,6 +28,7 @@ function tamper(urlString) {
  * ctx.secureTeardown() undoes whatever secure() changed.
  */
 export function registerAccessTests(ctx) {
+  const { AuthenticationError } = ctx.sdk
   describe('access token and signed URLs', () => {
     let sec // { sandbox, token, url(path), fetch(path, init, {withToken}), withoutToken?, postInit? }
     let sbx

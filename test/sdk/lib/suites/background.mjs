@@ -1,7 +1,6 @@
 // Background commands: handles, list, stdin, kill and re-attaching.
 import assert from 'node:assert/strict'
 import { before, describe, test } from 'node:test'
-import { CommandExitError } from 'e2b'
 import { describeError, rejection, waitFor } from '../util.mjs'
 
 // Per-test bound: a hung stream fails the test instead of the run.
@@ -16,6 +15,7 @@ const U = { user: 'user' }
 
 /** Register the background-command tests against ctx (see lib/targets). */
 export function registerBackgroundTests(ctx) {
+  const { CommandExitError } = ctx.sdk
   describe('commands (background)', () => {
     let sbx
     before(async () => {

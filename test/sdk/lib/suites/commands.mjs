@@ -2,7 +2,6 @@
 // large output, timeouts and streaming callbacks.
 import assert from 'node:assert/strict'
 import { before, describe, test } from 'node:test'
-import { CommandExitError, InvalidArgumentError, TimeoutError } from 'e2b'
 import { describeError, rejection, sha256, uniq, waitFor } from '../util.mjs'
 
 // Per-test bound: a hung stream fails the test instead of the run.
@@ -10,6 +9,7 @@ const T = { timeout: 30_000 }
 
 /** Register the commands.run tests against ctx (see lib/targets). */
 export function registerCommandTests(ctx) {
+  const { CommandExitError, InvalidArgumentError, TimeoutError } = ctx.sdk
   describe('commands.run', () => {
     let sbx
     before(async () => {

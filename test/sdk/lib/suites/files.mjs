@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { before, describe, test } from 'node:test'
-import { FileNotFoundError, FilesystemEventType, FileType, NotFoundError } from 'e2b'
 import { describeError, goPermissions, rejection, sha256, uniq, waitFor } from '../util.mjs'
 
 // Per-test bound: a hung stream fails the test instead of the run.
@@ -11,6 +10,7 @@ const T = { timeout: 30_000 }
 
 /** Register the filesystem tests against ctx (see lib/targets). */
 export function registerFilesTests(ctx) {
+  const { FileNotFoundError, FilesystemEventType, FileType, NotFoundError } = ctx.sdk
   describe('files', () => {
     let sbx
     const fresh = (label) => `${ctx.scratchRoot}/files-${label}-${uniq()}`

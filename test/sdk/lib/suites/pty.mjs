@@ -1,7 +1,6 @@
 // Pseudo-terminals: create, input, resize, kill.
 import assert from 'node:assert/strict'
 import { before, describe, test } from 'node:test'
-import { CommandExitError } from 'e2b'
 import { describeError, rejection, waitFor } from '../util.mjs'
 
 // Per-test bound: a hung stream fails the test instead of the run.
@@ -26,6 +25,7 @@ function collector() {
 
 /** Register the PTY tests against ctx (see lib/targets). */
 export function registerPtyTests(ctx) {
+  const { CommandExitError } = ctx.sdk
   describe('pty', () => {
     let sbx
     before(async () => {

@@ -2,7 +2,7 @@
 // mode (E2B_DEBUG): no control plane, envdVersion 99.99.99, no access token.
 // Processes run on this host as root (envd's default user) or as `user`.
 import assert from 'node:assert/strict'
-import { Sandbox } from 'e2b'
+import * as e2b from 'e2b'
 import { uniq } from '../util.mjs'
 
 /** The address the SDK's debug mode always uses for envd. */
@@ -19,9 +19,12 @@ async function postInit(body, token) {
  * directories (run.sh removes them from the host afterwards).
  */
 export function envdDebugTarget({ runId = process.env.PADDOCK_SDK_RUN_ID || `${process.pid}` } = {}) {
+  const { Sandbox } = e2b
   let token = ''
   return {
     label: 'envd (SDK debug mode)',
+    /** The SDK module the suites take error classes and enums from. */
+    sdk: e2b,
     /** The user envd runs processes as when the SDK names none. */
     defaultUser: 'root',
     userHome: '/home/user',
