@@ -86,6 +86,9 @@ const (
 	StateRunning State = "running"
 	StatePaused  State = "paused"
 	StateStopped State = "stopped" // its init exited; Destroy to clean up
+	// StateCheckpointed: saved to disk by Checkpoint; nothing runs and no
+	// memory is held; Restore brings it back.
+	StateCheckpointed State = "checkpointed"
 )
 
 // Info describes an existing sandbox.
@@ -100,6 +103,28 @@ type Info struct {
 	// Layers are the root filesystem layers the sandbox was created with
 	// (Spec.Layers); nil when the driver does not know them.
 	Layers []string
+}
+
+// CheckpointOptions tune Runtime.Checkpoint.
+type CheckpointOptions struct {
+	// FilesOnly keeps the writable layer only: no processes or memory.
+	FilesOnly bool
+}
+
+// RestoreOptions tune Runtime.Restore.
+type RestoreOptions struct {
+	// FilesOnly ignores a saved memory image and boots the sandbox afresh
+	// from its writable layer (the image is discarded on success).
+	FilesOnly bool
+}
+
+// SnapshotOptions tune Runtime.Snapshot.
+type SnapshotOptions struct {
+	// Dir receives the snapshot; absolute, and it must not exist.
+	Dir string
+	// FilesOnly copies the writable layer only: sandboxes created from the
+	// snapshot boot afresh.
+	FilesOnly bool
 }
 
 // Stats are resource usage counters of a sandbox.
@@ -142,6 +167,43 @@ type Runtime interface {
 	// consistent; a running sandbox runs again afterwards, a paused one stays
 	// paused. On error dst may hold a partial copy; the caller removes it.
 	ExportChanges(ctx context.Context, id, dst string) error
+
+	// Checkpoint saves the sandbox to disk and stops it: its processes end
+	// and their memory is released; its writable layer, network and labels
+	// stay, it is listed as StateCheckpointed, and Restore brings it back.
+	// Unless opts.FilesOnly, its processes are saved with their memory, open
+	// files and sockets (listening and established), so they continue after
+	// Restore; with FilesOnly only the writable layer is kept and Restore
+	// boots the sandbox afresh. A paused sandbox can be checkpointed;
+	// checkpointing a checkpointed one does nothing. On error the sandbox is
+	// as it was (running or paused).
+	Checkpoint(ctx context.Context, id string, opts CheckpointOptions) error
+	// Restore brings a checkpointed sandbox back under the same ID and
+	// network, its processes continuing where they were (a memory
+	// checkpoint, unless opts.FilesOnly) or envd starting afresh. Restoring a
+	// paused sandbox resumes it; a running one is left alone. On error the
+	// checkpoint is kept and the sandbox stays checkpointed.
+	Restore(ctx context.Context, id string, opts RestoreOptions) (Info, error)
+	// Snapshot writes a self-contained copy of a running, paused or
+	// checkpointed sandbox into opts.Dir (created; it must not exist): its
+	// writable layer and, unless opts.FilesOnly, its processes with their
+	// memory. The sandbox is frozen while the copy is written, then goes on
+	// as before. On error opts.Dir is removed.
+	Snapshot(ctx context.Context, id string, opts SnapshotOptions) error
+	// CreateFromSnapshot creates a new, independent sandbox from a snapshot
+	// directory. spec gives its ID, network and labels; its layers, limits
+	// and (in a memory snapshot) running processes and hostname come from
+	// the snapshot, and its writable layer starts as the snapshot's. Many
+	// sandboxes can be created from one snapshot. Established connections
+	// saved in the snapshot come back closed. On error nothing of the new
+	// sandbox is left behind.
+	CreateFromSnapshot(ctx context.Context, spec Spec, dir string) (Info, error)
+	// CheckCheckpoint tests whether memory checkpoints work on this host
+	// (checkpointing and restoring a throwaway sandbox): nil when they do,
+	// else why not. Without them only FilesOnly checkpoints and snapshots
+	// work.
+	CheckCheckpoint(ctx context.Context) error
+
 	// Destroy kills the sandbox and removes every trace of it: processes,
 	// mounts, cgroups, network devices, writable layer, state. Destroying a
 	// sandbox that does not exist is not an error.

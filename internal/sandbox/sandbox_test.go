@@ -127,6 +127,35 @@ func (f *fakeRuntime) ExportChanges(ctx context.Context, id, dst string) error {
 	return err
 }
 
+func (f *fakeRuntime) Checkpoint(ctx context.Context, id string, opts runtime.CheckpointOptions) error {
+	b, err := f.get(id)
+	if err != nil {
+		return err
+	}
+	b.info.State = runtime.StateCheckpointed
+	return nil
+}
+
+func (f *fakeRuntime) Restore(ctx context.Context, id string, opts runtime.RestoreOptions) (runtime.Info, error) {
+	b, err := f.get(id)
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	b.info.State = runtime.StateRunning
+	return b.info, nil
+}
+
+func (f *fakeRuntime) Snapshot(ctx context.Context, id string, opts runtime.SnapshotOptions) error {
+	_, err := f.get(id)
+	return err
+}
+
+func (f *fakeRuntime) CreateFromSnapshot(ctx context.Context, spec runtime.Spec, dir string) (runtime.Info, error) {
+	return f.Create(ctx, spec)
+}
+
+func (f *fakeRuntime) CheckCheckpoint(ctx context.Context) error { return nil }
+
 func (f *fakeRuntime) Destroy(ctx context.Context, id string) error {
 	f.mu.Lock()
 	b, ok := f.boxes[id]

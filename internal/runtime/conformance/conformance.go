@@ -48,6 +48,11 @@ type Harness struct {
 	// NewLayerDir returns a new empty host directory that may be used as a
 	// layer of a sandbox (searchable by sandboxes), for ExportChanges.
 	NewLayerDir func(t *testing.T) string
+	// MemoryCheckpoints says the driver's memory checkpoints work on this
+	// host: CheckCheckpoint must succeed, and processes must survive
+	// Checkpoint and Restore. Without it only files-only checkpoints and
+	// snapshots are exercised.
+	MemoryCheckpoints bool
 }
 
 // HealthTimeout is how long a new sandbox's envd may take to answer /health.
@@ -68,6 +73,9 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, h) })
 	t.Run("ExportChanges", func(t *testing.T) { testExportChanges(t, h) })
+	t.Run("Checkpoint", func(t *testing.T) { testCheckpoint(t, h) })
+	t.Run("Snapshot", func(t *testing.T) { testSnapshot(t, h) })
+	t.Run("CheckpointRestart", func(t *testing.T) { testCheckpointRestart(t, h) })
 	t.Run("NoLeaks", func(t *testing.T) { testNoLeaks(t, h) })
 }
 

@@ -119,6 +119,9 @@ func (r *Runtime) containerConfig(p containerParams) (*configs.Config, error) {
 	spec := specconv.Example()
 	spec.Root = &specs.Root{Path: p.rootfs, Readonly: false}
 	spec.Hostname = p.hostname
+	// libcontainer passes this file to CRIU as its configuration file: the
+	// options it cannot express (external files, TCP handling) go there.
+	spec.Annotations = map[string]string{"org.criu.config": filepath.Join(r.dir(p.id), criuConfName)}
 
 	proc := spec.Process
 	proc.Terminal = false

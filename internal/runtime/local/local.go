@@ -24,6 +24,8 @@
 //	RootDir/sandboxes/<id>/sys      sysfs of the sandbox's network namespace
 //	                                (a mount; only with a network manager)
 //	RootDir/sandboxes/<id>/envd.log envd's stdout and stderr (capped)
+//	RootDir/sandboxes/<id>/checkpoint/ CRIU images while checkpointed
+//	                                (more in checkpoint.go)
 package local
 
 import (
@@ -91,6 +93,12 @@ type Config struct {
 	LogMaxBytes int64
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// CRIU is the criu binary (or wrapper) memory checkpoints run; it must be
+	// named criu, and its directory is put first on this process's PATH
+	// (libcontainer runs `criu` from PATH). Default: DefaultCRIU when it
+	// exists, else criu on PATH. Without one, only files-only checkpoints
+	// work. CRIU >= 4.2 is needed on Linux >= 6.16.
+	CRIU string
 }
 
 // Runtime is the local driver of runtime.Runtime. Create it with New.
@@ -101,6 +109,7 @@ type Runtime struct {
 	sandboxDir string
 	lockFile   *os.File
 	memsw      bool   // memory.memsw.* exists (swap accounting)
+	criu       string // CRIU binary; "" when there is none
 	nofile     uint64 // RLIMIT_NOFILE of sandboxes
 
 	locks idLocks
@@ -216,6 +225,11 @@ func New(cfg Config) (*Runtime, error) {
 		r.memsw = true
 	}
 
+	if r.criu, err = setupCRIU(cfg.CRIU); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("local runtime: %w", err)
+	}
+
 	r.nofile = sandboxNofile()
 	if r.nofile < maxOpenFiles {
 		r.log.Info("cannot raise RLIMIT_NOFILE (no CAP_SYS_RESOURCE); sandboxes get the runtime's own limit", "nofile", r.nofile)
@@ -308,7 +322,8 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	}()
 
 	t0 := time.Now()
-	m := meta{ID: id, CreatedAt: t0.UTC(), Labels: spec.Labels, Layers: spec.Layers}
+	m := meta{ID: id, CreatedAt: t0.UTC(), Labels: spec.Labels, Layers: spec.Layers,
+		Hostname: spec.Hostname, Resources: spec.Resources, Internet: spec.Network.Internet}
 	if err := writeMeta(r.dir(id), m); err != nil {
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
@@ -558,6 +573,11 @@ func (r *Runtime) inspect(id string) (runtime.Info, error) {
 				info.CreatedAt = s.Created.UTC()
 			}
 		}
+	}
+	if merr == nil && m.Checkpoint != nil && info.State == runtime.StateStopped {
+		// No process runs: what is left of the container (if anything) is
+		// cleared by Restore.
+		info.State = runtime.StateCheckpointed
 	}
 	if r.cfg.Network != nil && hasDir {
 		if ep, err := r.cfg.Network.Get(id); err == nil && ep != nil {

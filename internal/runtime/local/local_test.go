@@ -179,9 +179,10 @@ func (d *driver) harness() conformance.Harness {
 			d.restartNetwork(t)
 			return d.open(t, d.root(rt), nil)
 		},
-		Layers:    layers,
-		Traces:    d.traces,
-		Resources: d.resources,
+		Layers:            layers,
+		Traces:            d.traces,
+		Resources:         d.resources,
+		MemoryCheckpoints: true,
 		NewLayerDir: func(t *testing.T) string {
 			dir, err := os.MkdirTemp(testDir, "layer-")
 			if err != nil {

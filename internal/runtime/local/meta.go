@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/paddockhq/paddock/internal/runtime"
 )
 
 const metaName = "meta.json"
@@ -17,6 +19,12 @@ type meta struct {
 	CreatedAt time.Time         `json:"createdAt"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Layers    []string          `json:"layers,omitempty"`
+	// What a restore needs, besides Layers, to rebuild the container.
+	Hostname  string            `json:"hostname,omitempty"`
+	Resources runtime.Resources `json:"resources"`
+	Internet  bool              `json:"internet,omitempty"`
+	// Checkpoint is set while the sandbox is checkpointed.
+	Checkpoint *checkpointMeta `json:"checkpoint,omitempty"`
 }
 
 // writeMeta writes dir/meta.json atomically (temp file, fsync, rename).

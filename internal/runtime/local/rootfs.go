@@ -39,6 +39,18 @@ func mountRootfs(dir string, layers []string) (string, error) {
 	if err := os.Chown(upper, runtime.UIDBase, runtime.UIDBase); err != nil {
 		return "", fmt.Errorf("rootfs: %w", err)
 	}
+	return mountOverlay(dir, layers)
+}
+
+// mountOverlay mounts the overlay of an existing dir/upper and dir/work
+// (layers lowest first) at dir/rootfs and returns that merged dir.
+func mountOverlay(dir string, layers []string) (string, error) {
+	upper := filepath.Join(dir, "upper")
+	work := filepath.Join(dir, "work")
+	merged := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(merged, 0o755); err != nil {
+		return "", fmt.Errorf("rootfs: %w", err)
+	}
 	lower := make([]string, len(layers))
 	for i, l := range layers {
 		lower[len(layers)-1-i] = filepath.Clean(l) // overlayfs wants the highest first
@@ -92,6 +104,16 @@ type etcFiles struct {
 	hostname, hosts, resolvConf string
 }
 
+// etcPaths are the paths of a sandbox's /etc files in dir.
+func etcPaths(dir string) etcFiles {
+	etc := filepath.Join(dir, "etc")
+	return etcFiles{
+		hostname:   filepath.Join(etc, "hostname"),
+		hosts:      filepath.Join(etc, "hosts"),
+		resolvConf: filepath.Join(etc, "resolv.conf"),
+	}
+}
+
 // writeEtc writes the sandbox's hostname, hosts and resolv.conf into
 // dir/etc, owned by the sandbox's root (they are bind-mounted read-write so
 // the sandbox can edit them without touching its writable layer).
@@ -100,11 +122,7 @@ func writeEtc(dir, hostname string, resolv []byte) (etcFiles, error) {
 	if err := os.Mkdir(etc, 0o755); err != nil {
 		return etcFiles{}, fmt.Errorf("etc files: %w", err)
 	}
-	f := etcFiles{
-		hostname:   filepath.Join(etc, "hostname"),
-		hosts:      filepath.Join(etc, "hosts"),
-		resolvConf: filepath.Join(etc, "resolv.conf"),
-	}
+	f := etcPaths(dir)
 	if len(resolv) == 0 {
 		resolv = []byte("# this sandbox has no network\n")
 	}
