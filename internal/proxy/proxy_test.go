@@ -25,6 +25,7 @@ type fakeSandboxes struct {
 	token map[string]string
 	mask  map[string]string
 	envd  map[string]string // envd access tokens of secure sandboxes
+	gate  chan struct{}     // releases the upstreams' /stream
 }
 
 func (f *fakeSandboxes) Signers(ctx context.Context) ([]Signer, error) {
@@ -56,10 +57,9 @@ func (f *fakeSandboxes) Route(ctx context.Context, id string) (Route, error) {
 	}, nil
 }
 
-// streamGate holds /stream after its first chunk until the test closes it.
-var streamGate = make(chan struct{})
-
-func echo(name string) *httptest.Server {
+// echo is an upstream named name; its /stream holds after the first chunk
+// until gate is closed.
+func echo(name string, gate <-chan struct{}) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Upstream", name)
 		w.Header().Set("X-Seen-Host", r.Host)
@@ -69,7 +69,7 @@ func echo(name string) *httptest.Server {
 			fmt.Fprint(w, "chunk0\n")
 			fl.Flush()
 			select {
-			case <-streamGate:
+			case <-gate:
 			case <-r.Context().Done():
 				return
 			}
@@ -98,7 +98,8 @@ func echo(name string) *httptest.Server {
 
 func setup(t *testing.T) (*httptest.Server, *fakeSandboxes) {
 	t.Helper()
-	a49983, a8000, b49983 := echo("a-envd"), echo("a-8000"), echo("b-envd")
+	gate := make(chan struct{})
+	a49983, a8000, b49983 := echo("a-envd", gate), echo("a-8000", gate), echo("b-envd", gate)
 	t.Cleanup(func() { a49983.Close(); a8000.Close(); b49983.Close() })
 	f := &fakeSandboxes{
 		ports: map[string]map[int]*httptest.Server{
@@ -108,6 +109,7 @@ func setup(t *testing.T) (*httptest.Server, *fakeSandboxes) {
 		token: map[string]string{"isbb": "secret-token"},
 		mask:  map[string]string{"isba": "masked-${PORT}.example"},
 		envd:  map[string]string{"isba": "tok-a", "isbb": "tok-123", "igone": "tok-gone"},
+		gate:  gate,
 	}
 	p := New(Config{Domain: "paddock.test", Sandboxes: f})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -217,7 +219,7 @@ func TestTrafficTokenAndMask(t *testing.T) {
 }
 
 func TestStreamsAreNotBuffered(t *testing.T) {
-	srv, _ := setup(t)
+	srv, f := setup(t)
 	req, _ := http.NewRequest("GET", srv.URL+"/stream", nil)
 	req.Host = "49983-isba.paddock.test"
 	res, err := http.DefaultClient.Do(req)
@@ -232,7 +234,7 @@ func TestStreamsAreNotBuffered(t *testing.T) {
 	if err != nil || line != "chunk0\n" {
 		t.Fatalf("first chunk: %q %v", line, err)
 	}
-	close(streamGate)
+	close(f.gate)
 	rest, _ := io.ReadAll(r)
 	if string(rest) != "chunk1\nchunk2\n" {
 		t.Fatalf("rest: %q", rest)
