@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -296,7 +297,7 @@ func TestSignedFilesOnSharedHost(t *testing.T) {
 	}
 	// Another sandbox's link goes there, expiration included.
 	exp := time.Now().Add(time.Hour).Unix()
-	sig := FileSignature("/x", "read", "", "tok-a", &exp)
+	sig := url.QueryEscape(FileSignature("/x", "read", "", "tok-a", &exp))
 	q := fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp)
 	res, body = get("GET", q, nil)
 	if res.StatusCode != 200 || !strings.HasPrefix(body, "a-envd GET /files ") {
@@ -317,7 +318,7 @@ func TestSignedFilesOnSharedHost(t *testing.T) {
 		{"user changed", "GET", "username=root&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
 		{"expiration changed", "GET", fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp+1), 401, "matches no running sandbox"},
 		{"garbage signature", "GET", "path=%2Fx&signature=v1_AAAA", 401, "matches no running sandbox"},
-		{"gone sandbox's token", "GET", "path=%2Fx&signature=" + FileSignature("/x", "read", "", "tok-gone", nil), 401, "matches no running sandbox"},
+		{"gone sandbox's token", "GET", "path=%2Fx&signature=" + url.QueryEscape(FileSignature("/x", "read", "", "tok-gone", nil)), 401, "matches no running sandbox"},
 		{"no signature", "GET", "path=%2Fx", 401, "signed URL"},
 		{"bad expiration", "GET", "path=%2Fx&signature=" + sig + "&signature_expiration=soon", 400, "signature_expiration"},
 		{"method", "PUT", "path=%2Fx&signature=" + sig, 405, "not allowed"},
@@ -410,4 +411,24 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// BenchmarkSignedFilesTarget: the cost of routing a shared-host signed link
+// with 500 candidate sandboxes (the match is the last one tried).
+func BenchmarkSignedFilesTarget(b *testing.B) {
+	f := &fakeSandboxes{ports: map[string]map[int]*httptest.Server{}, envd: map[string]string{}}
+	for i := 0; i < 500; i++ {
+		id := fmt.Sprintf("i%020d", i)
+		f.ports[id] = nil
+		f.envd[id] = fmt.Sprintf("%064x", i)
+	}
+	p := New(Config{Domain: "paddock.test", Sandboxes: f})
+	sig := FileSignature("/x", "read", "", fmt.Sprintf("%064x", 499), nil)
+	r := httptest.NewRequest("GET", "/files?path=%2Fx&signature="+url.QueryEscape(sig), nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if id, _, msg := p.signedFilesTarget(r); id != fmt.Sprintf("i%020d", 499) {
+			b.Fatalf("routed to %q (%s)", id, msg)
+		}
+	}
 }
