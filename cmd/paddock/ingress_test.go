@@ -87,3 +87,40 @@ func TestIngressFlags(t *testing.T) {
 		t.Errorf("tls off: https %v, sdkDomain %q, answers %v", in2.httpsOn(), in2.sdkDomain, in2.answers)
 	}
 }
+
+func TestIngressUserCertificate(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	// An operator's pair for the domain (made here by a throwaway local CA).
+	issuer, err := newIngress(ingressFlags{tlsListen: "127.0.0.1:0"}, "paddock.test", "127.0.0.1:3000", t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerDir := filepath.Dir(issuer.certs.CAPath())
+	issuer.close()
+
+	dir := t.TempDir()
+	in, err := newIngress(ingressFlags{
+		tlsListen: "127.0.0.1:0",
+		tlsCert:   filepath.Join(issuerDir, "server.crt"), tlsKey: filepath.Join(issuerDir, "server.key"),
+	}, "paddock.test", "127.0.0.1:3000", dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.close()
+	if !in.httpsOn() || in.certs.CAPath() != "" {
+		t.Fatalf("https %v, CA %q", in.httpsOn(), in.certs.CAPath())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tls")); !os.IsNotExist(err) {
+		t.Errorf("a local CA was made although a certificate was given: %v", err)
+	}
+	var b bytes.Buffer
+	in.printBanner(&b)
+	if strings.Contains(b.String(), "NODE_EXTRA_CA_CERTS") || !strings.Contains(b.String(), "export E2B_DOMAIN=paddock.test:") {
+		t.Errorf("banner with a given certificate:\n%s", b.String())
+	}
+	// A missing file is a clear start-up error.
+	if _, err := newIngress(ingressFlags{tlsListen: "127.0.0.1:0", tlsCert: "/nonexistent.crt", tlsKey: "/nonexistent.key"},
+		"paddock.test", "127.0.0.1:3000", dir, log); err == nil || !strings.Contains(err.Error(), "nonexistent") {
+		t.Errorf("missing certificate file: %v", err)
+	}
+}
