@@ -197,7 +197,7 @@ func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 		}
 		return m.cert, nil
 	}
-	if now.Add(RenewBefore).After(m.cert.Leaf.NotAfter) && now.Sub(m.checked) >= reloadEvery {
+	if m.due(m.cert.Leaf, now) && now.Sub(m.checked) >= reloadEvery {
 		if err := m.issue(); err != nil {
 			m.checked = now // retry a minute later, not at every handshake
 			m.log.Error("renew TLS certificate; keeping the previous one", "err", err)
@@ -252,6 +252,9 @@ func (m *Manager) loadOrCreateCA() error {
 	}
 	if m.cfg.Now().After(ca.NotAfter) {
 		return fmt.Errorf("the local CA %s expired on %s; remove %s to make a new one, then trust the new one", certPath, ca.NotAfter.Format(time.DateOnly), m.cfg.Dir)
+	}
+	if m.cfg.Now().Add(RenewBefore).After(ca.NotAfter) {
+		m.log.Warn("the local CA expires soon; remove its directory to make a new one, then trust the new one", "cert", certPath, "notAfter", ca.NotAfter)
 	}
 	// Modes may have been loosened by hand; the key must stay private.
 	if err := os.Chmod(keyPath, secretMode); err != nil {
@@ -339,7 +342,7 @@ func (m *Manager) usable(leaf *x509.Certificate) bool {
 		return false
 	}
 	now := m.cfg.Now()
-	if now.Before(leaf.NotBefore) || now.Add(RenewBefore).After(leaf.NotAfter) {
+	if now.Before(leaf.NotBefore) || m.due(leaf, now) {
 		return false
 	}
 	for _, n := range Names(m.cfg.Domain) {
@@ -348,6 +351,12 @@ func (m *Manager) usable(leaf *x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// due says whether leaf should be replaced: it ends within RenewBefore and
+// a new one would end later (near the CA's own end it cannot).
+func (m *Manager) due(leaf *x509.Certificate, now time.Time) bool {
+	return now.Add(RenewBefore).After(leaf.NotAfter) && leaf.NotAfter.Before(m.ca.NotAfter)
 }
 
 // issue makes a fresh key and server certificate, writes them and serves

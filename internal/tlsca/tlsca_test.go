@@ -374,3 +374,23 @@ func TestTLSConfigNegotiatesHTTP2(t *testing.T) {
 		t.Fatalf("ALPN chose %q, want h2", proto)
 	}
 }
+
+// Near the CA's own end a certificate cannot outlive it: it is issued up to
+// the CA's end and not reissued at every handshake.
+func TestNoRenewalLoopNearCAExpiry(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock()
+	m := newManager(t, dir, c)
+	c.add(CAValidity - 10*24*time.Hour)
+	first := leaf(t, m)
+	if !first.NotAfter.Equal(m.ca.NotAfter) {
+		t.Fatalf("certificate ends %s, CA %s", first.NotAfter, m.ca.NotAfter)
+	}
+	c.add(2 * reloadEvery)
+	if leaf(t, m).SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatal("reissued although a new certificate could not end later")
+	}
+	if leaf(t, newManager(t, dir, c)).SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatal("reissued at restart")
+	}
+}
