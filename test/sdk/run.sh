@@ -5,6 +5,9 @@
 #   test/sdk/run.sh              every suite
 #   test/sdk/run.sh envd         only the named suites (envd)
 #   test/sdk/run.sh bench        the envd latency measurements (never assertions)
+#   test/sdk/run.sh serve        envd + platform suites through `paddock serve`, e2b 2.51 and 2.50
+#   test/sdk/run.sh quickstart   the README quick start: a fresh `paddock serve`, its key, `apikey`
+#   test/sdk/run.sh bench-serve  Sandbox.create() and commands.run latency through serve (measured)
 #
 # Environment: PADDOCK_BIN (default bin/paddock), SDK_TEST_PATTERN (passed to
 # node --test-name-pattern). Logs and reports go to test/sdk/.out/.
@@ -27,6 +30,7 @@ die() { log "error: $*"; exit 2; }
 
 cleanup() {
 	stop_envd
+	serve_cleanup || true
 	# Scratch directories the suites create on this host (debug mode runs on the host).
 	rm -rf "/tmp/paddock-sdk-$run_id" "/home/user/.paddock-sdk-$run_id" 2>/dev/null || true
 }
@@ -143,9 +147,153 @@ bench_envd() {
 	stop_envd
 }
 
+# ---- paddock serve (control-plane suites) ----------------------------------
+# One server for both SDK versions: a free port, a temp data dir, and its own
+# bridge and /24 so it cannot clash with a developer's server. Sandboxes
+# outlive the server by design, so cleanup kills them through the API first
+# (restarting the server on the same data dir if it died), then stops it and
+# fails if anything is left on the host (lib/serve-host.mjs check-host).
+
+serve_pid=
+serve_data=
+serve_url=
+serve_bridge=pdsdk$((run_id % 100000))
+serve_subnet=
+serve_ids=$out/serve-ids
+serve_envs=()
+
+# serve_launch starts the server (a new free port; the data dir, bridge and
+# subnet stay the same across restarts) and waits for GET /health 200.
+serve_launch() {
+	[[ -x $bin ]] || { log "error: $bin not found: run 'make build' first"; return 2; }
+	mkdir -p "$out"
+	if [[ -z $serve_data ]]; then
+		serve_data=$(mktemp -d /tmp/paddock-sdk-serve.XXXXXX)
+		chmod 711 "$serve_data"
+		: >"$serve_ids"
+	fi
+	[[ -n $serve_subnet ]] || serve_subnet=$(node "$here/lib/serve-host.mjs" pick-subnet "$run_id") || return 2
+	local port
+	port=$(node "$here/lib/serve-host.mjs" free-port) || return 2
+	serve_url=http://127.0.0.1:$port
+	"$bin" serve --data-dir "$serve_data/data" --listen "127.0.0.1:$port" \
+		--bridge "$serve_bridge" --subnet "$serve_subnet" >>"$out/serve.out" 2>>"$out/serve.log" &
+	serve_pid=$!
+	local i
+	for ((i = 0; i < 6000; i++)); do
+		if ! kill -0 "$serve_pid" 2>/dev/null; then
+			wait "$serve_pid" 2>/dev/null || true
+			serve_pid=
+			tail -n 30 "$out/serve.log" >&2 || true
+			log "error: paddock serve exited during startup (log: $out/serve.log)"
+			return 2
+		fi
+		if [[ $(curl -s -o /dev/null -w '%{http_code}' "$serve_url/health" 2>/dev/null) == 200 ]]; then
+			if [[ ! -s $serve_data/data/initial-api-key ]]; then
+				log "error: paddock serve wrote no $serve_data/data/initial-api-key"
+				return 2
+			fi
+			log "paddock serve up on $serve_url (pid $serve_pid, bridge $serve_bridge, subnet $serve_subnet, data $serve_data/data, log $out/serve.log)"
+			serve_envs=(E2B_API_URL="$serve_url" E2B_SANDBOX_URL="$serve_url"
+				E2B_API_KEY="$(<"$serve_data/data/initial-api-key")"
+				PADDOCK_SDK_IDS_FILE="$serve_ids" PADDOCK_BIN="$bin")
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "error: paddock serve did not answer GET /health with 200 within 600 s (log: $out/serve.log)"
+	return 2
+}
+
+serve_start() {
+	[[ $(id -u) == 0 ]] || die "the serve suites need root (paddock serve creates namespaces, cgroups, mounts)"
+	serve_launch || exit 2
+}
+
+serve_stop() {
+	[[ -n $serve_pid ]] || return 0
+	kill -TERM "$serve_pid" 2>/dev/null || true
+	local i
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$serve_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$serve_pid" 2>/dev/null || true
+	wait "$serve_pid" 2>/dev/null || true
+	serve_pid=
+}
+
+# serve_cleanup kills every sandbox, stops the server, checks the host and
+# removes the bridge, its nftables table and the data dir. Idempotent;
+# returns non-zero if something could not be killed or was left behind.
+serve_cleanup() {
+	[[ -n $serve_data ]] || return 0
+	local rc=0 key_file=$serve_data/data/initial-api-key
+	if [[ -z $serve_pid ]] || ! kill -0 "$serve_pid" 2>/dev/null; then
+		serve_pid=
+		if [[ -f $key_file ]]; then
+			log "paddock serve is not running: restarting it on the same data dir to kill what is left"
+			serve_launch || rc=1
+		fi
+	fi
+	if [[ -n $serve_pid && -f $key_file ]]; then
+		node "$here/lib/serve-host.mjs" kill-sandboxes "$serve_url" "$key_file" "$serve_ids" >&2 || rc=1
+	fi
+	serve_stop
+	node "$here/lib/serve-host.mjs" check-host "$serve_data/data" "$serve_bridge" "$serve_ids" >&2 || rc=1
+	node "$here/lib/serve-host.mjs" teardown-network "$serve_bridge" >&2 || rc=1
+	if grep -qF " $serve_data/" /proc/self/mountinfo; then
+		log "error: mounts remain under $serve_data; leaving it in place"
+		rc=1
+	else
+		rm -rf "$serve_data"
+	fi
+	serve_data=
+	return "$rc"
+}
+
+# run_node_suite_env <label> <file> [VAR=value...]: run_node_suite with the
+# given environment instead of the SDK's debug mode.
+run_node_suite_env() {
+	local label=$1 file=$2 rc=0
+	shift 2
+	local summary=$out/${label// /-}.summary
+	local args=(--test --test-concurrency=1
+		--test-reporter=spec --test-reporter-destination=stdout
+		--test-reporter="$here/lib/summary-reporter.mjs" --test-reporter-destination="$summary")
+	[[ -n ${SDK_TEST_PATTERN:-} ]] && args+=(--test-name-pattern="$SDK_TEST_PATTERN")
+	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN PADDOCK_SDK_SUITE="$label" "$@" node "${args[@]}" "$file") || rc=$?
+	echo
+	cat "$summary" 2>/dev/null || echo "$label: no summary (the runner failed before reporting; status $rc)"
+	return "$rc"
+}
+
+suite_serve() {
+	serve_start
+	local rc=0
+	run_node_suite_env "sdk 2.51 (serve)" serve-2.51.test.mjs "${serve_envs[@]}" || rc=1
+	run_node_suite_env "sdk 2.50 (serve)" serve-2.50.test.mjs "${serve_envs[@]}" || rc=1
+	serve_cleanup || rc=1
+	return "$rc"
+}
+
+# The README quick start: the test starts its own server on a fresh data dir.
+suite_quickstart() {
+	[[ $(id -u) == 0 ]] || die "the quickstart suite needs root (paddock serve)"
+	run_node_suite_env "quickstart" quickstart.test.mjs PADDOCK_BIN="$bin"
+}
+
+bench_serve() {
+	serve_start
+	local rc=0
+	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN "${serve_envs[@]}" node bench-serve.mjs) || rc=1
+	serve_cleanup || rc=1
+	return "$rc"
+}
+
 # ---- main ----------------------------------------------------------------
 
-all_suites=(envd ingress) # later: control-plane suites against `paddock serve`
+all_suites=(envd ingress serve quickstart)
 suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=("${all_suites[@]}")
 
@@ -158,8 +306,11 @@ for s in "${suites[@]}"; do
 	case $s in
 	envd) suite_envd || status=1 ;;
 	ingress) suite_ingress || status=1 ;;
+	serve) suite_serve || status=1 ;;
+	quickstart) suite_quickstart || status=1 ;;
 	bench) bench_envd || status=1 ;;
-	*) die "unknown suite '$s' (known: ${all_suites[*]} bench)" ;;
+	bench-serve) bench_serve || status=1 ;;
+	*) die "unknown suite '$s' (known: ${all_suites[*]} bench bench-serve)" ;;
 	esac
 done
 exit "$status"
