@@ -164,6 +164,7 @@ func runServe(args []string) error {
 		Runtime: rt, Store: st, Templates: templates, Secret: secret,
 		Domain: ing.sdkDomain, Node: node, MaxTimeout: f.maxTimeout,
 		NewID: auth.NewSandboxID, Logger: log.With("component", "sandbox"),
+		SnapshotDir: filepath.Join(dataDir, "snapshots"),
 	})
 	if err != nil {
 		return err
@@ -185,7 +186,7 @@ func runServe(args []string) error {
 		TemplateUse: svc,
 		Keys:        keys,
 		Limiter:     auth.NewLimiter(auth.LimiterConfig{}),
-		Health:      templates.health,
+		Health:      withMemorySnapshots(templates.health, svc),
 		Version:     version.Version,
 		Runtime:     f.runtime,
 		Logger:      log.With("component", "api"),
@@ -472,4 +473,18 @@ func (a proxyAdapter) Route(ctx context.Context, id string) (proxy.Route, error)
 		TrafficToken:    in.TrafficToken,
 		MaskRequestHost: in.MaskRequestHost,
 	}, nil
+}
+
+// withMemorySnapshots adds the memory snapshot self-test's verdict to the
+// health checks ("available", "checking", "unavailable: <reason>"). It does
+// not make the server unready: without it pauses keep files only.
+func withMemorySnapshots(health func() (bool, map[string]string), svc *sandbox.Service) func() (bool, map[string]string) {
+	return func() (bool, map[string]string) {
+		ready, checks := health()
+		if checks == nil {
+			checks = map[string]string{}
+		}
+		checks["memorySnapshots"] = svc.MemorySnapshots()
+		return ready, checks
+	}
 }

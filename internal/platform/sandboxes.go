@@ -35,6 +35,7 @@ type createParams struct {
 	internet      *bool
 	network       *api.SandboxNetworkConfig
 	autoPause     *bool
+	autoPauseMem  *bool
 	autoResume    *api.SandboxAutoResumeConfig
 	secure        bool
 	defaultTimout time.Duration
@@ -87,6 +88,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p createParams) 
 	if p.autoPause != nil {
 		req.AutoPause = *p.autoPause
 	}
+	if p.autoPauseMem != nil && !*p.autoPauseMem {
+		req.AutoPauseFilesOnly = true
+	}
 	if p.autoResume != nil {
 		req.AutoResume = p.autoResume.Enabled
 	}
@@ -136,7 +140,7 @@ func (s *Server) CreateSandboxV1(w http.ResponseWriter, r *http.Request) {
 	}
 	s.create(w, r, createParams{
 		template: body.TemplateID, timeout: body.Timeout, metadata: body.Metadata, envVars: body.EnvVars,
-		internet: body.AllowInternetAccess, network: body.Network, autoPause: body.AutoPause,
+		internet: body.AllowInternetAccess, network: body.Network, autoPause: body.AutoPause, autoPauseMem: body.AutoPauseMemory,
 		autoResume: body.AutoResume, secure: secure, defaultTimout: s.cfg.DefaultTimeoutV1,
 	})
 }
@@ -150,13 +154,19 @@ func (s *Server) CreateSandboxV2(w http.ResponseWriter, r *http.Request) {
 	}
 	s.create(w, r, createParams{
 		template: body.TemplateID, timeout: body.Timeout, metadata: body.Metadata, envVars: body.EnvVars,
-		internet: body.AllowInternetAccess, network: body.Network, autoPause: body.AutoPause,
+		internet: body.AllowInternetAccess, network: body.Network, autoPause: body.AutoPause, autoPauseMem: body.AutoPauseMemory,
 		autoResume: body.AutoResume, secure: true, defaultTimout: s.cfg.DefaultTimeoutV2,
 	})
 }
 
-func (s *Server) connect(w http.ResponseWriter, r *http.Request, id string, timeout time.Duration) {
-	rec, resumed, err := s.cfg.Sandboxes.Connect(r.Context(), teamOf(r), id, timeout)
+// resumeOptions maps a request's "memory" field: false boots a paused
+// sandbox from its files instead of restoring its memory.
+func resumeOptions(memory *bool) sandbox.ResumeOptions {
+	return sandbox.ResumeOptions{FilesOnly: memory != nil && !*memory}
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request, id string, timeout time.Duration, opts sandbox.ResumeOptions) {
+	rec, resumed, err := s.cfg.Sandboxes.Connect(r.Context(), teamOf(r), id, timeout, opts)
 	if err != nil {
 		s.serviceError(w, r, err)
 		return
@@ -179,7 +189,7 @@ func (s *Server) ConnectSandboxV1(w http.ResponseWriter, r *http.Request, id api
 		writeError(w, http.StatusBadRequest, "timeout must not be negative")
 		return
 	}
-	s.connect(w, r, id, time.Duration(body.Timeout)*time.Second)
+	s.connect(w, r, id, time.Duration(body.Timeout)*time.Second, resumeOptions(body.Memory))
 }
 
 // ConnectSandboxV2 is POST /v2/sandboxes/{id}/connect (timeout defaults to 300 s).
@@ -197,7 +207,7 @@ func (s *Server) ConnectSandboxV2(w http.ResponseWriter, r *http.Request, id api
 		}
 		timeout = time.Duration(*body.Timeout) * time.Second
 	}
-	s.connect(w, r, id, timeout)
+	s.connect(w, r, id, timeout, resumeOptions(body.Memory))
 }
 
 // GetSandbox is GET /sandboxes/{id}.
@@ -442,7 +452,7 @@ func (s *Server) RefreshSandbox(w http.ResponseWriter, r *http.Request, id api.S
 		}
 		d = time.Duration(*body.Duration) * time.Second
 	}
-	if _, _, err := s.cfg.Sandboxes.Connect(r.Context(), teamOf(r), id, d); err != nil {
+	if _, _, err := s.cfg.Sandboxes.Connect(r.Context(), teamOf(r), id, d, sandbox.ResumeOptions{}); err != nil {
 		s.serviceError(w, r, err)
 		return
 	}
@@ -456,8 +466,15 @@ func (s *Server) PauseSandbox(w http.ResponseWriter, r *http.Request, id api.San
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.cfg.Sandboxes.Pause(r.Context(), teamOf(r), id); err != nil {
+	opts := sandbox.PauseOptions{FilesOnly: body.Memory != nil && !*body.Memory}
+	res, err := s.cfg.Sandboxes.Pause(r.Context(), teamOf(r), id, opts)
+	if err != nil {
 		s.serviceError(w, r, err)
+		return
+	}
+	if res.Notice != "" {
+		// Paused, but not as asked: never silently.
+		writeJSON(w, http.StatusOK, api.PauseNotice{Message: res.Notice})
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -474,7 +491,7 @@ func (s *Server) ResumeSandbox(w http.ResponseWriter, r *http.Request, id api.Sa
 	if body.Timeout != nil {
 		d = time.Duration(*body.Timeout) * time.Second
 	}
-	rec, err := s.cfg.Sandboxes.Resume(r.Context(), teamOf(r), id, d)
+	rec, err := s.cfg.Sandboxes.Resume(r.Context(), teamOf(r), id, d, resumeOptions(body.Memory))
 	if err != nil {
 		s.serviceError(w, r, err)
 		return

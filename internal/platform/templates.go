@@ -299,6 +299,9 @@ func (s *Server) GetTemplate(w http.ResponseWriter, r *http.Request, templateID 
 // DeleteTemplate is DELETE /templates/{id}; refused (409) while sandboxes
 // created from the template exist.
 func (s *Server) DeleteTemplate(w http.ResponseWriter, r *http.Request, templateID api.TemplateID) {
+	if s.deleteSnapshot(w, r, templateID) { // snapshots are template-like (snapshots.go)
+		return
+	}
 	if !s.templatesReady(w) {
 		return
 	}

@@ -32,6 +32,8 @@ type CreateRequest struct {
 	MaskRequestHost string
 	AutoPause       bool
 	AutoResume      bool
+	// AutoPauseFilesOnly: the auto-pause keeps files only.
+	AutoPauseFilesOnly bool
 }
 
 // createTimeout bounds how long a create may take end to end.
@@ -49,10 +51,19 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	if req.AutoResume && !req.AutoPause {
 		return Record{}, fmt.Errorf("%w: autoResume requires autoPause", ErrInvalid)
 	}
+	if req.AutoResume && req.AutoPauseFilesOnly {
+		return Record{}, fmt.Errorf("%w: autoResume needs a memory snapshot (autoPauseMemory must not be false)", ErrInvalid)
+	}
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
 		return Record{}, fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
+	}
+	// A snapshot of the team's, by ID or name, comes before templates.
+	if sn, err := s.findSnapshot(ctx, req.Team, req.Template); err == nil {
+		return s.createFromSnapshot(ctx, req, sn)
+	} else if !errors.Is(err, ErrNotFound) {
+		return Record{}, err
 	}
 	var ph createPhases
 	ph.mark(&ph.begin)
@@ -66,28 +77,29 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 
 	now := s.now().UTC()
 	rec := Record{
-		ID:              s.cfg.NewID(),
-		Team:            req.Team,
-		TemplateID:      tpl.ID,
-		Alias:           tpl.Alias,
-		State:           StateCreating,
-		Node:            s.cfg.Node,
-		CreatedAt:       now,
-		Metadata:        req.Metadata,
-		EnvVars:         req.EnvVars,
-		CPUs:            tpl.CPUs,
-		MemoryMB:        tpl.MemoryMB,
-		DiskMB:          tpl.DiskMB,
-		EnvdVersion:     tpl.EnvdVersion,
-		Secure:          req.Secure,
-		Internet:        req.Internet,
-		InternetSet:     req.InternetSet,
-		PublicTraffic:   req.PublicTraffic,
-		MaskRequestHost: req.MaskRequestHost,
-		AutoPause:       req.AutoPause,
-		AutoResume:      req.AutoResume,
-		User:            tpl.User,
-		Workdir:         tpl.Workdir,
+		ID:                 s.cfg.NewID(),
+		Team:               req.Team,
+		TemplateID:         tpl.ID,
+		Alias:              tpl.Alias,
+		State:              StateCreating,
+		Node:               s.cfg.Node,
+		CreatedAt:          now,
+		Metadata:           req.Metadata,
+		EnvVars:            req.EnvVars,
+		CPUs:               tpl.CPUs,
+		MemoryMB:           tpl.MemoryMB,
+		DiskMB:             tpl.DiskMB,
+		EnvdVersion:        tpl.EnvdVersion,
+		Secure:             req.Secure,
+		Internet:           req.Internet,
+		InternetSet:        req.InternetSet,
+		PublicTraffic:      req.PublicTraffic,
+		MaskRequestHost:    req.MaskRequestHost,
+		AutoPause:          req.AutoPause,
+		AutoResume:         req.AutoResume,
+		AutoPauseFilesOnly: req.AutoPauseFilesOnly,
+		User:               tpl.User,
+		Workdir:            tpl.Workdir,
 	}
 	raw, err := json.Marshal(rec)
 	if err != nil {

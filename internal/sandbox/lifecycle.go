@@ -19,13 +19,15 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	close(s.ready)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.expiryLoop()
 	go s.sampleLoop()
+	go s.checkMemory()
 	return nil
 }
 
-// Close stops the background loops. Sandboxes keep running.
+// Close stops the background loops and waits for saves of paused
+// sandboxes in flight. Sandboxes keep running.
 func (s *Service) Close() {
 	select {
 	case <-s.stop:
@@ -81,12 +83,22 @@ func (s *Service) recover(ctx context.Context) error {
 		known[r.ID] = true
 		in, ok := live[r.ID]
 		switch {
-		case r.State == StateRunning && ok && in.State == runtime.StateRunning,
-			r.State == StatePaused && ok && (in.State == runtime.StatePaused || in.State == runtime.StateRunning):
-			if r.State == StatePaused && in.State == runtime.StateRunning {
-				_ = s.cfg.Runtime.Pause(ctx, r.ID)
-			}
+		case r.State == StateRunning && ok && in.State == runtime.StateRunning:
 			s.track(r)
+			adopted++
+		case r.State == StatePaused && ok && (in.State == runtime.StatePaused || in.State == runtime.StateRunning ||
+			in.State == runtime.StateCheckpointed):
+			s.adoptPaused(ctx, r, in)
+			s.track(r)
+			adopted++
+		case r.State == StateRunning && ok && in.State == runtime.StateCheckpointed:
+			// Saved by a pause whose record update was lost: paused it is.
+			if r, err := s.update(ctx, r.ID, func(r *Record) error {
+				r.State, r.Saved = StatePaused, savedMemory
+				return nil
+			}); err == nil {
+				s.track(r)
+			}
 			adopted++
 		default:
 			s.log.Warn("reaping sandbox that cannot be adopted", "sandbox", r.ID, "record", r.State, "runtime", in.State, "present", ok)
@@ -165,7 +177,7 @@ func (s *Service) SetTimeout(ctx context.Context, team, id string, d time.Durati
 
 // Connect returns a running sandbox, resuming it when paused (resumed is
 // then true), and extends (never shortens) its end time to now + d.
-func (s *Service) Connect(ctx context.Context, team, id string, d time.Duration) (rec Record, resumed bool, err error) {
+func (s *Service) Connect(ctx context.Context, team, id string, d time.Duration, opts ResumeOptions) (rec Record, resumed bool, err error) {
 	if d < 0 {
 		return Record{}, false, fmt.Errorf("%w: timeout must not be negative", ErrInvalid)
 	}
@@ -177,7 +189,7 @@ func (s *Service) Connect(ctx context.Context, team, id string, d time.Duration)
 		return Record{}, false, err
 	}
 	if r.State == StatePaused {
-		if err := s.resume(ctx, id); err != nil {
+		if err := s.resume(ctx, id, opts); err != nil {
 			return Record{}, false, err
 		}
 		resumed = true
@@ -198,46 +210,9 @@ func (s *Service) Connect(ctx context.Context, team, id string, d time.Duration)
 	return r, resumed, nil
 }
 
-// Pause freezes a running sandbox; ErrConflict when it is already paused.
-func (s *Service) Pause(ctx context.Context, team, id string) error {
-	r, err := s.loadForTeam(ctx, team, id)
-	if err != nil {
-		return err
-	}
-	if r.State == StatePaused {
-		return fmt.Errorf("%w: sandbox %s is already paused", ErrConflict, id)
-	}
-	return s.pause(ctx, id)
-}
-
-func (s *Service) pause(ctx context.Context, id string) error {
-	release, err := s.claim(id)
-	if err != nil {
-		return err
-	}
-	defer release()
-	if err := s.cfg.Runtime.Pause(ctx, id); err != nil {
-		return fmt.Errorf("pause sandbox %s: %w", id, err)
-	}
-	r, err := s.update(ctx, id, func(r *Record) error {
-		if r.State != StateRunning {
-			return fmt.Errorf("%w: sandbox %s is %s", ErrConflict, id, r.State)
-		}
-		r.State = StatePaused
-		return nil
-	})
-	if err != nil {
-		_ = s.cfg.Runtime.Resume(ctx, id)
-		return err
-	}
-	s.track(r)
-	s.event(id, "sandbox paused")
-	s.log.Info("sandbox paused", "sandbox", id)
-	return nil
-}
-
-// Resume thaws a paused sandbox.
-func (s *Service) Resume(ctx context.Context, team, id string, d time.Duration) (Record, error) {
+// Resume resumes a paused sandbox (the deprecated resume route) and sets
+// its timeout to d when positive.
+func (s *Service) Resume(ctx context.Context, team, id string, d time.Duration, opts ResumeOptions) (Record, error) {
 	r, err := s.loadForTeam(ctx, team, id)
 	if err != nil {
 		return Record{}, err
@@ -245,7 +220,7 @@ func (s *Service) Resume(ctx context.Context, team, id string, d time.Duration) 
 	if r.State != StatePaused {
 		return Record{}, fmt.Errorf("%w: sandbox %s is not paused", ErrConflict, id)
 	}
-	if err := s.resume(ctx, id); err != nil {
+	if err := s.resume(ctx, id, opts); err != nil {
 		return Record{}, err
 	}
 	if d > 0 {
@@ -254,34 +229,6 @@ func (s *Service) Resume(ctx context.Context, team, id string, d time.Duration) 
 		}
 	}
 	return s.loadForTeam(ctx, team, id)
-}
-
-func (s *Service) resume(ctx context.Context, id string) error {
-	release, err := s.claim(id)
-	if err != nil {
-		return err
-	}
-	defer release()
-	if err := s.cfg.Runtime.Resume(ctx, id); err != nil {
-		return fmt.Errorf("resume sandbox %s: %w", id, err)
-	}
-	r, err := s.update(ctx, id, func(r *Record) error {
-		if r.State != StatePaused {
-			return fmt.Errorf("%w: sandbox %s is %s", ErrConflict, id, r.State)
-		}
-		r.State = StateRunning
-		if now := s.now().UTC(); r.EndAt.Before(now) {
-			r.EndAt = now.Add(defaultResumeTimeout)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	s.track(r)
-	s.event(id, "sandbox resumed")
-	s.log.Info("sandbox resumed", "sandbox", id)
-	return nil
 }
 
 // defaultResumeTimeout is the lifetime a resumed sandbox gets when its
@@ -331,9 +278,15 @@ func (s *Service) expire(id string) {
 		return
 	}
 	if r.AutoPause {
-		if err := s.pause(ctx, id); err != nil {
+		res, err := s.pause(ctx, id, r.AutoPauseFilesOnly)
+		if err != nil {
 			s.log.Error("auto-pause", "sandbox", id, "err", err)
+			return
 		}
+		if res.Notice != "" {
+			s.event(id, res.Notice)
+		}
+		s.log.Info("sandbox auto-paused at its timeout", "sandbox", id)
 		return
 	}
 	if err := s.Kill(ctx, r.Team, id); err != nil && !errors.Is(err, ErrNotFound) {

@@ -28,7 +28,7 @@ func (s *Service) Ingress(ctx context.Context, id string) (Ingress, error) {
 		if !r.AutoResume {
 			return Ingress{}, fmt.Errorf("%w: sandbox %s is paused", ErrNotFound, id)
 		}
-		if err := s.resume(ctx, id); err != nil {
+		if err := s.resume(ctx, id, ResumeOptions{}); err != nil {
 			return Ingress{}, fmt.Errorf("auto-resume sandbox %s: %w", id, err)
 		}
 	default:

@@ -26,10 +26,10 @@ func TestSecureIDs(t *testing.T) {
 	pausedResumable := mk(CreateRequest{Secure: true, AutoPause: true, AutoResume: true})
 	paused := mk(CreateRequest{Secure: true})
 	killed := mk(CreateRequest{Secure: true})
-	if err := s.Pause(ctx, "t", pausedResumable); err != nil {
+	if _, err := s.Pause(ctx, "t", pausedResumable, PauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Pause(ctx, "t", paused); err != nil {
+	if _, err := s.Pause(ctx, "t", paused, PauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Kill(ctx, "t", killed); err != nil {

@@ -74,6 +74,17 @@ type Record struct {
 	AutoResume      bool              `json:"autoResume,omitempty"`
 	User            string            `json:"user,omitempty"`
 	Workdir         string            `json:"workdir,omitempty"`
+
+	// AutoPauseFilesOnly: the auto-pause keeps files only (E2B's
+	// autoPauseMemory false).
+	AutoPauseFilesOnly bool `json:"autoPauseFilesOnly,omitempty"`
+	// PausedFilesOnly: the current pause keeps files only.
+	PausedFilesOnly bool `json:"pausedFilesOnly,omitempty"`
+	// Saved is what the runtime holds of a paused sandbox: "" (frozen in
+	// memory), "memory" or "files" (written to disk; see pause.go).
+	Saved string `json:"saved,omitempty"`
+	// Snapshot is the snapshot the sandbox was created from, if any.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // Template is what the service needs to know about a template.
@@ -110,6 +121,9 @@ type Config struct {
 	Domain string
 	// Node names this replica; it owns the sandboxes it created.
 	Node string
+	// SnapshotDir holds snapshots (one directory each); snapshots are
+	// refused without it. It and its parents must be searchable (o+x).
+	SnapshotDir string
 	// MaxTimeout bounds sandbox lifetimes (default 24 h).
 	MaxTimeout time.Duration
 	// NewID returns a fresh sandbox ID.
@@ -131,8 +145,13 @@ type Service struct {
 	ready chan struct{}
 
 	mu       sync.Mutex
-	deadline map[string]time.Time // owned running sandboxes → end time
-	busy     map[string]bool      // sandboxes with a lifecycle operation in flight
+	deadline map[string]time.Time     // owned running sandboxes → end time
+	busy     map[string]bool          // sandboxes with a lifecycle operation in flight
+	saving   map[string]chan struct{} // paused sandboxes being written to disk
+	resuming map[string]*resumeCall   // resumes in flight
+
+	mem       memoryCheck // the memory snapshot self-test
+	snapLocks keyedRW     // per snapshot: creates read, delete writes
 
 	metrics *sampler
 	events  eventLog
@@ -166,6 +185,9 @@ func New(cfg Config) (*Service, error) {
 		ready:    make(chan struct{}),
 		deadline: map[string]time.Time{},
 		busy:     map[string]bool{},
+		saving:   map[string]chan struct{}{},
+		resuming: map[string]*resumeCall{},
+		mem:      memoryCheck{done: make(chan struct{})},
 	}
 	s.envd = newEnvdClient(cfg.Runtime)
 	s.metrics = newSampler()

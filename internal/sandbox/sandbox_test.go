@@ -6,36 +6,64 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/paddockhq/paddock/internal/envd"
+	"github.com/paddockhq/paddock/internal/envd/identity"
 	"github.com/paddockhq/paddock/internal/runtime"
 	"github.com/paddockhq/paddock/internal/store/bolt"
 )
 
 // fakeRuntime runs a real envd daemon per sandbox on a loopback listener
 // instead of an isolated environment, so the lifecycle logic can be tested
-// without root.
+// without root. A memory checkpoint keeps the daemon (its state is the
+// sandbox's "memory") but stops serving; a files-only one drops it.
 type fakeRuntime struct {
 	mu        sync.Mutex
 	boxes     map[string]*fakeBox
+	snaps     map[string]fakeSnap // by snapshot dir
 	failNext  atomic.Bool
 	destroyed atomic.Int32
+
+	memErr         error       // CheckCheckpoint's verdict
+	failCheckpoint atomic.Bool // every Checkpoint fails while set
+	failRestore    atomic.Bool // every Restore fails while set
+	restores       atomic.Int32
+	restoreDelay   time.Duration
 }
 
 type fakeBox struct {
-	info   runtime.Info
-	d      *envd.Daemon
-	l      net.Listener
-	paused bool
+	info runtime.Info
+	d    *envd.Daemon
+	l    net.Listener // nil while checkpointed
 }
 
-func newFakeRuntime() *fakeRuntime { return &fakeRuntime{boxes: map[string]*fakeBox{}} }
+// fakeSnap is what a fake snapshot keeps of envd's memory.
+type fakeSnap struct {
+	token string
+	env   map[string]string
+}
+
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{boxes: map[string]*fakeBox{}, snaps: map[string]fakeSnap{}}
+}
+
+func serveFake(d *envd.Daemon) (net.Listener, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go d.Serve(l)
+	return l, nil
+}
 
 func (f *fakeRuntime) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, error) {
 	if f.failNext.Swap(false) {
@@ -46,17 +74,17 @@ func (f *fakeRuntime) Create(ctx context.Context, spec runtime.Spec) (runtime.In
 	if _, ok := f.boxes[spec.ID]; ok {
 		return runtime.Info{}, runtime.ErrExists
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	d := envd.New(envd.Config{})
+	l, err := serveFake(d)
 	if err != nil {
 		return runtime.Info{}, err
 	}
-	d := envd.New(envd.Config{})
-	go d.Serve(l)
 	info := runtime.Info{ID: spec.ID, State: runtime.StateRunning, CreatedAt: time.Now(), Labels: spec.Labels}
 	f.boxes[spec.ID] = &fakeBox{info: info, d: d, l: l}
 	return info, nil
 }
 
+// get returns a box; callers read or change its fields under f.mu.
 func (f *fakeRuntime) get(id string) (*fakeBox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -67,10 +95,45 @@ func (f *fakeRuntime) get(id string) (*fakeBox, error) {
 	return b, nil
 }
 
+func (f *fakeRuntime) state(id string) runtime.State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.boxes[id]; ok {
+		return b.info.State
+	}
+	return ""
+}
+
+func (f *fakeRuntime) daemon(id string) *envd.Daemon {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.boxes[id]; ok {
+		return b.d
+	}
+	return nil
+}
+
+// setState changes a box's run state; from lists the states it may be in.
+func (f *fakeRuntime) setState(id string, to runtime.State, from ...runtime.State) (*fakeBox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.boxes[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", runtime.ErrNotFound, id)
+	}
+	if len(from) > 0 && !slices.Contains(from, b.info.State) {
+		return nil, fmt.Errorf("sandbox %s is %s", id, b.info.State)
+	}
+	b.info.State = to
+	return b, nil
+}
+
 func (f *fakeRuntime) Inspect(ctx context.Context, id string) (runtime.Info, error) {
-	b, err := f.get(id)
-	if err != nil {
-		return runtime.Info{}, err
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.boxes[id]
+	if !ok {
+		return runtime.Info{}, fmt.Errorf("%w: %s", runtime.ErrNotFound, id)
 	}
 	return b.info, nil
 }
@@ -86,33 +149,31 @@ func (f *fakeRuntime) List(ctx context.Context) ([]runtime.Info, error) {
 }
 
 func (f *fakeRuntime) Dial(ctx context.Context, id string, port int) (net.Conn, error) {
-	b, err := f.get(id)
-	if err != nil {
-		return nil, err
+	f.mu.Lock()
+	b, ok := f.boxes[id]
+	var addr string
+	if ok && b.l != nil && b.info.State == runtime.StateRunning {
+		addr = b.l.Addr().String()
 	}
-	if port != runtime.EnvdPort {
+	f.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", runtime.ErrNotFound, id)
+	}
+	if port != runtime.EnvdPort || addr == "" {
 		return nil, errors.New("connection refused")
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", b.l.Addr().String())
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 func (f *fakeRuntime) Pause(ctx context.Context, id string) error {
-	b, err := f.get(id)
-	if err != nil {
-		return err
-	}
-	b.info.State = runtime.StatePaused
-	return nil
+	_, err := f.setState(id, runtime.StatePaused, runtime.StateRunning, runtime.StatePaused)
+	return err
 }
 
 func (f *fakeRuntime) Resume(ctx context.Context, id string) error {
-	b, err := f.get(id)
-	if err != nil {
-		return err
-	}
-	b.info.State = runtime.StateRunning
-	return nil
+	_, err := f.setState(id, runtime.StateRunning, runtime.StateRunning, runtime.StatePaused)
+	return err
 }
 
 func (f *fakeRuntime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
@@ -128,33 +189,106 @@ func (f *fakeRuntime) ExportChanges(ctx context.Context, id, dst string) error {
 }
 
 func (f *fakeRuntime) Checkpoint(ctx context.Context, id string, opts runtime.CheckpointOptions) error {
-	b, err := f.get(id)
-	if err != nil {
-		return err
+	if f.failCheckpoint.Load() {
+		return errors.New("injected checkpoint failure")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.boxes[id]
+	if !ok {
+		return fmt.Errorf("%w: %s", runtime.ErrNotFound, id)
+	}
+	if b.info.State == runtime.StateCheckpointed {
+		return nil
+	}
+	b.l.Close()
+	b.l = nil
+	if opts.FilesOnly {
+		b.d.Close(ctx)
+		b.d = nil
 	}
 	b.info.State = runtime.StateCheckpointed
 	return nil
 }
 
 func (f *fakeRuntime) Restore(ctx context.Context, id string, opts runtime.RestoreOptions) (runtime.Info, error) {
-	b, err := f.get(id)
+	time.Sleep(f.restoreDelay)
+	if f.failRestore.Load() {
+		return runtime.Info{}, errors.New("injected restore failure")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.boxes[id]
+	if !ok {
+		return runtime.Info{}, fmt.Errorf("%w: %s", runtime.ErrNotFound, id)
+	}
+	if b.info.State != runtime.StateCheckpointed {
+		b.info.State = runtime.StateRunning
+		return b.info, nil
+	}
+	f.restores.Add(1)
+	if b.d == nil || opts.FilesOnly {
+		b.d = envd.New(envd.Config{})
+	}
+	l, err := serveFake(b.d)
 	if err != nil {
 		return runtime.Info{}, err
 	}
+	b.l = l
 	b.info.State = runtime.StateRunning
 	return b.info, nil
 }
 
 func (f *fakeRuntime) Snapshot(ctx context.Context, id string, opts runtime.SnapshotOptions) error {
-	_, err := f.get(id)
-	return err
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.boxes[id]
+	if !ok {
+		return fmt.Errorf("%w: %s", runtime.ErrNotFound, id)
+	}
+	if err := os.Mkdir(opts.Dir, 0o700); err != nil {
+		return err
+	}
+	snap := fakeSnap{}
+	if !opts.FilesOnly && b.d != nil {
+		snap.token = b.d.State().AccessToken()
+		snap.env = b.d.State().Env()
+	}
+	f.snaps[opts.Dir] = snap
+	return nil
 }
 
 func (f *fakeRuntime) CreateFromSnapshot(ctx context.Context, spec runtime.Spec, dir string) (runtime.Info, error) {
-	return f.Create(ctx, spec)
+	// The service renames a snapshot into place: the fake's record moves
+	// with it.
+	f.mu.Lock()
+	snap, ok := f.snaps[dir]
+	if !ok {
+		for k, v := range f.snaps {
+			if strings.HasPrefix(k, dir+".new-") {
+				snap, ok = v, true
+			}
+		}
+	}
+	f.mu.Unlock()
+	if !ok {
+		return runtime.Info{}, fmt.Errorf("no snapshot in %s", dir)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return runtime.Info{}, err
+	}
+	info, err := f.Create(ctx, spec)
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	if snap.env != nil {
+		tok := snap.token
+		f.daemon(spec.ID).State().Apply(identity.Init{EnvVars: snap.env, AccessToken: &tok})
+	}
+	return info, nil
 }
 
-func (f *fakeRuntime) CheckCheckpoint(ctx context.Context) error { return nil }
+func (f *fakeRuntime) CheckCheckpoint(ctx context.Context) error { return f.memErr }
 
 func (f *fakeRuntime) Destroy(ctx context.Context, id string) error {
 	f.mu.Lock()
@@ -162,8 +296,12 @@ func (f *fakeRuntime) Destroy(ctx context.Context, id string) error {
 	delete(f.boxes, id)
 	f.mu.Unlock()
 	if ok {
-		b.d.Close(ctx)
-		b.l.Close()
+		if b.d != nil {
+			b.d.Close(ctx)
+		}
+		if b.l != nil {
+			b.l.Close()
+		}
 		f.destroyed.Add(1)
 	}
 	return nil
@@ -181,7 +319,7 @@ type fakeTemplates struct{}
 
 func (fakeTemplates) Resolve(ctx context.Context, ref, team string) (Template, error) {
 	switch ref {
-	case "base":
+	case "base", "tplbase":
 		return Template{ID: "tplbase", Alias: "base", CPUs: 2, MemoryMB: 512, DiskMB: 1024, EnvdVersion: envd.Version}, nil
 	case "private":
 		return Template{}, fmt.Errorf("%w: private", ErrForbidden)
@@ -240,8 +378,7 @@ func TestCreateInitialisesEnvdWithToken(t *testing.T) {
 	if rec.State != StateRunning || rec.TemplateID != "tplbase" || rec.EnvdVersion != envd.Version {
 		t.Fatalf("unexpected record %+v", rec)
 	}
-	b, _ := rt.get(rec.ID)
-	st := b.d.State()
+	st := rt.daemon(rec.ID).State()
 	if st.AccessToken() != s.EnvdToken(rec.ID) || st.AccessToken() == "" {
 		t.Fatalf("envd token not set by /init")
 	}
@@ -304,11 +441,11 @@ func TestTimeoutsExpiryAndConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Connect only extends.
-	r2, resumed, err := s.Connect(ctx, "t", rec.ID, 5*time.Second)
+	r2, resumed, err := s.Connect(ctx, "t", rec.ID, 5*time.Second, ResumeOptions{})
 	if err != nil || resumed || !r2.EndAt.Equal(rec.EndAt) {
 		t.Fatalf("connect shortened or resumed: %v %v %v vs %v", err, resumed, r2.EndAt, rec.EndAt)
 	}
-	r3, _, _ := s.Connect(ctx, "t", rec.ID, 30*time.Second)
+	r3, _, _ := s.Connect(ctx, "t", rec.ID, 30*time.Second, ResumeOptions{})
 	if !r3.EndAt.Equal(clk.now().Add(30 * time.Second)) {
 		t.Fatalf("connect did not extend: %v", r3.EndAt)
 	}
@@ -355,7 +492,7 @@ func TestPauseResumeAndAutoPause(t *testing.T) {
 	if r, _ := s.load(ctx, rec.ID); r.State != StatePaused {
 		t.Fatalf("auto-pause did not happen: %s", r.State)
 	}
-	if err := s.Pause(ctx, "t", rec.ID); !errors.Is(err, ErrConflict) {
+	if _, err := s.Pause(ctx, "t", rec.ID, PauseOptions{}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("double pause: %v", err)
 	}
 	// Auto-resume through ingress.
@@ -365,10 +502,10 @@ func TestPauseResumeAndAutoPause(t *testing.T) {
 	if r, _ := s.load(ctx, rec.ID); r.State != StateRunning || !r.EndAt.After(clk.now()) {
 		t.Fatalf("ingress did not resume: %+v", r)
 	}
-	if err := s.Pause(ctx, "t", rec.ID); err != nil {
+	if _, err := s.Pause(ctx, "t", rec.ID, PauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, resumed, err := s.Connect(ctx, "t", rec.ID, time.Minute)
+	_, resumed, err := s.Connect(ctx, "t", rec.ID, time.Minute, ResumeOptions{})
 	if err != nil || !resumed {
 		t.Fatalf("connect to paused: resumed=%v err=%v", resumed, err)
 	}
@@ -392,7 +529,7 @@ func TestListFiltersAndPagination(t *testing.T) {
 	if _, err := s.Create(ctx, CreateRequest{Team: "other", Template: "base", Timeout: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Pause(ctx, "t", ids[0]); err != nil {
+	if _, err := s.Pause(ctx, "t", ids[0], PauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var seen []string

@@ -7,8 +7,8 @@ import (
 )
 
 // UsingTemplate counts the sandboxes of every team created from a template
-// that are being created, running or paused (so the template must not be
-// deleted yet).
+// that are being created, running or paused, and the snapshots made of them
+// (so the template must not be deleted yet).
 func (s *Service) UsingTemplate(ctx context.Context, templateID string) (int, error) {
 	recs, err := s.cfg.Store.List(ctx, Collection)
 	if err != nil {
@@ -24,5 +24,9 @@ func (s *Service) UsingTemplate(ctx context.Context, templateID string) (int, er
 			n++
 		}
 	}
-	return n, nil
+	snaps, err := s.SnapshotsOfTemplate(ctx, templateID)
+	if err != nil {
+		return 0, err
+	}
+	return n + snaps, nil
 }
