@@ -283,17 +283,25 @@ suite_quickstart() {
 	run_node_suite_env "quickstart" quickstart.test.mjs PADDOCK_BIN="$bin"
 }
 
+# The templates suite starts its own server (data dir, port, bridge, subnet):
+# Template.build, cache, tags, teams, layer GC and `paddock template build`.
+suite_templates() {
+	[[ $(id -u) == 0 ]] || die "the templates suite needs root (paddock serve)"
+	run_node_suite_env "templates" templates.test.mjs PADDOCK_BIN="$bin" PADDOCK_SDK_OUT="$out"
+}
+
 bench_serve() {
 	serve_start
 	local rc=0
-	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN "${serve_envs[@]}" node bench-serve.mjs) || rc=1
+	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN "${serve_envs[@]}" node bench-serve.mjs e2b) || rc=1
+	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN "${serve_envs[@]}" node bench-serve.mjs e2b-2.50) || rc=1
 	serve_cleanup || rc=1
 	return "$rc"
 }
 
 # ---- main ----------------------------------------------------------------
 
-all_suites=(envd ingress serve quickstart)
+all_suites=(envd ingress serve quickstart templates)
 suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=("${all_suites[@]}")
 
@@ -308,6 +316,7 @@ for s in "${suites[@]}"; do
 	ingress) suite_ingress || status=1 ;;
 	serve) suite_serve || status=1 ;;
 	quickstart) suite_quickstart || status=1 ;;
+	templates) suite_templates || status=1 ;;
 	bench) bench_envd || status=1 ;;
 	bench-serve) bench_serve || status=1 ;;
 	*) die "unknown suite '$s' (known: ${all_suites[*]} bench bench-serve)" ;;

@@ -136,6 +136,23 @@ export function registerPlatformTests(ctx) {
       assert.equal(await sbx.isRunning(), true)
     })
 
+    test('both raw connect routes only extend, and return the token again', T, async () => {
+      const before = (await sbx.getInfo()).endAt
+      for (const path of [`/sandboxes/${sbx.sandboxId}/connect`, `/v2/sandboxes/${sbx.sandboxId}/connect`]) {
+        const res = await ctx.api('POST', path, { body: { timeout: 10 } })
+        assert.equal(res.status, 200, `POST ${path}: ${res.status} ${res.text}`)
+        assert.equal(res.json.sandboxID, sbx.sandboxId)
+        assert.equal(res.json.envdAccessToken, sbx.envdAccessToken, 'connect returns the same envd token')
+        assert.equal(typeof res.json.envdVersion, 'string')
+        assert.equal((await sbx.getInfo()).endAt.getTime(), before.getTime(), `${path} with 10 s left endAt alone`)
+      }
+      const v2 = await ctx.api('POST', `/v2/sandboxes/${sbx.sandboxId}/connect`)
+      assert.equal(v2.status, 200, `v2 connect without a body: ${v2.text}`)
+      const v1 = await ctx.api('POST', `/sandboxes/${sbx.sandboxId}/connect`)
+      assert.equal(v1.status, 400, `v1 connect requires a body with timeout: ${v1.text}`)
+      assert.equal(v1.json?.code, 400)
+    })
+
     test('getMetrics returns samples with CPU count and memory use', T, async () => {
       const info = await sbx.getInfo()
       let ms = []
