@@ -143,6 +143,7 @@ func (m *Manager) EnsureBase(ctx context.Context) (Template, error) {
 		m.progressf("preparing the base template failed: %s", msg)
 		return Template{}, fmt.Errorf("ensure base template: %w", err)
 	}
+	defer m.unpin(layer) // pinned by baseLayer until the template references it
 	t, err := m.registerBase(ctx, layer, rd)
 	if err != nil {
 		return Template{}, fmt.Errorf("ensure base template: %w", err)
@@ -202,7 +203,7 @@ func (m *Manager) cachePaths(rd string) []string {
 }
 
 // baseLayer produces the base layer for recipe rd, from the machine cache
-// or by building it, and returns its digest.
+// or by building it, and returns its digest, pinned (see commitPinned).
 func (m *Manager) baseLayer(ctx context.Context, rec recipe, rd string) (string, error) {
 	useCache := true
 	if err := os.MkdirAll(m.cfg.CacheDir, 0o755); err != nil {
@@ -259,7 +260,7 @@ func (m *Manager) baseLayer(ctx context.Context, rec recipe, rd string) (string,
 		return "", err
 	}
 	m.progressf("  computing layer digest")
-	d, err := b.Commit()
+	d, err := m.commitPinned(b)
 	if err != nil {
 		return "", err
 	}
@@ -299,7 +300,7 @@ func (m *Manager) extractBase(ctx context.Context, archive string) (string, erro
 	if err := checkBaseTree(b.Dir()); err != nil {
 		return "", err
 	}
-	d, err := b.Commit()
+	d, err := m.commitPinned(b)
 	if err != nil {
 		return "", err
 	}

@@ -508,18 +508,12 @@ func (b *builder) inSandbox(ctx context.Context, step string, fn func(*client.Cl
 	if empty, err := emptyDir(lb.Dir()); err != nil || empty {
 		return "", err
 	}
-	d, err := DigestTree(lb.Dir())
+	d, err := b.m.commitPinned(lb)
 	if err != nil {
 		return "", err
 	}
-	b.m.gcMu.Lock() // commit and pin as one, against a concurrent GC pass
-	err = lb.commitAs(d)
-	if err == nil {
-		b.m.pins[d]++
-		b.pinned = append(b.pinned, d)
-	}
-	b.m.gcMu.Unlock()
-	return d, err
+	b.pinned = append(b.pinned, d)
+	return d, nil
 }
 
 // sandbox starts a build sandbox on the current state and returns its ID,

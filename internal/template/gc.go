@@ -36,6 +36,23 @@ func (m *Manager) pin(d string) bool {
 	return true
 }
 
+// commitPinned commits a layer build and pins the layer in one step, so no
+// collection can remove it before something references it; unpin after.
+func (m *Manager) commitPinned(b *LayerBuild) (string, error) {
+	d, err := DigestTree(b.Dir())
+	if err != nil {
+		b.Discard()
+		return "", fmt.Errorf("commit layer: %w", err)
+	}
+	m.gcMu.Lock()
+	defer m.gcMu.Unlock()
+	if err := b.commitAs(d); err != nil {
+		return "", err
+	}
+	m.pins[d]++
+	return d, nil
+}
+
 func (m *Manager) unpin(d string) {
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
@@ -164,14 +181,6 @@ func (m *Manager) pruneBuilds(ctx context.Context) {
 func (m *Manager) CollectGarbage(ctx context.Context, grace time.Duration) ([]string, error) {
 	if m.cfg.Runtime == nil {
 		return nil, errors.New("layer garbage collection needs a runtime")
-	}
-	// The base template's layer is committed before it is registered: skip
-	// the pass while the base is being prepared.
-	select {
-	case m.baseSem <- struct{}{}:
-		defer func() { <-m.baseSem }()
-	default:
-		return nil, nil
 	}
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
