@@ -293,7 +293,8 @@ suite_templates() {
 bench_serve() {
 	serve_start
 	local rc=0
-	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN "${serve_envs[@]}" node bench-serve.mjs) || rc=1
+	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN "${serve_envs[@]}" node bench-serve.mjs e2b) || rc=1
+	(cd "$here" && env -u E2B_DEBUG -u E2B_DOMAIN "${serve_envs[@]}" node bench-serve.mjs e2b-2.50) || rc=1
 	serve_cleanup || rc=1
 	return "$rc"
 }
