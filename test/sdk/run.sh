@@ -171,6 +171,8 @@ serve_launch() {
 		serve_data=$(mktemp -d /tmp/paddock-sdk-serve.XXXXXX)
 		chmod 711 "$serve_data"
 		: >"$serve_ids"
+		: >"$out/serve.out"
+		: >"$out/serve.log"
 	fi
 	[[ -n $serve_subnet ]] || serve_subnet=$(node "$here/lib/serve-host.mjs" pick-subnet "$run_id") || return 2
 	local port
