@@ -92,7 +92,7 @@ type inode struct{ dev, ino uint64 }
 // preserving types (whiteout devices included), numeric owners, permission
 // bits, extended attributes (overlayfs's internal ones except the opaque
 // marker dropped), hard links between copied files and modification times.
-// Sockets are skipped.
+// Sockets and device nodes other than whiteouts are skipped.
 func copyLayer(ctx context.Context, src, dst string) error {
 	links := map[inode]string{}
 	var dirs []string // for times, set after their content
@@ -181,6 +181,11 @@ func copyEntry(path, target string, root bool, st *unix.Stat_t, links map[inode]
 			return err
 		}
 	case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
+		// Sandboxes cannot make device nodes; the only ones in an upper dir
+		// are overlayfs's whiteouts (0/0). Never recreate anything else.
+		if st.Mode&unix.S_IFMT != unix.S_IFIFO && (st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0) {
+			return nil
+		}
 		if err := unix.Mknod(target, st.Mode&unix.S_IFMT|0o600, int(st.Rdev)); err != nil {
 			return &fs.PathError{Op: "mknod", Path: target, Err: err}
 		}
