@@ -11,7 +11,7 @@ OAPI_CODEGEN := github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@v2.8.2
 BUILD_TAGS := seccomp osusergo netgo
 LDFLAGS := -s -w -linkmode external -extldflags "-static"
 
-.PHONY: help setup run build generate test test-go test-sdk vet fmt clean
+.PHONY: help setup run build generate test test-go test-sdk vet fmt clean bench
 
 help:
 	@echo "make setup      install what Paddock needs (Debian packages, Node.js) and build it"
@@ -21,6 +21,7 @@ help:
 	@echo "make test       go vet + Go tests (race) + SDK tests; what .ci/run runs"
 	@echo "make test-go    Go tests only"
 	@echo "make test-sdk   the official E2B SDK suites (test/sdk) against the real binary"
+	@echo "make bench      benchmarks vs baselines (bench/); writes bench/RESULTS.md; never part of test"
 
 setup:
 	scripts/setup.sh
@@ -53,6 +54,11 @@ test-go:
 
 test-sdk: build
 	test/sdk/run.sh
+
+# Benchmarks measure, they never assert; not part of test/CI. BENCH_QUICK=1
+# for small counts (see bench/README.md).
+bench:
+	bench/run.sh
 
 clean:
 	rm -rf bin .tools

@@ -1,0 +1,459 @@
+// Paddock benchmarks: what users feel through the official E2B SDK against a
+// real `paddock serve`, each figure beside a baseline measured in the same
+// run (bench/cmd/pbench). Prints a table and writes bench/RESULTS.md.
+// Measures, never asserts. Run through bench/run.sh (`make bench`); see
+// bench/README.md for the knobs.
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Sandbox } from 'e2b'
+
+import { Serve } from './lib/serve.mjs'
+import { PBench } from './lib/pbench.mjs'
+import { summarize, median, mibps } from './lib/stats.mjs'
+import * as res from './lib/resources.mjs'
+import { parsePhases, writeReport } from './lib/report.mjs'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const benchDir = path.resolve(here, '..')
+const root = path.resolve(benchDir, '..')
+
+// ---- configuration (environment) -------------------------------------------
+const quick = process.env.BENCH_QUICK === '1'
+const int = (name, def, quickDef) => {
+  const v = process.env[name]
+  if (v != null && v !== '') {
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${name}=${v}: want a non-negative integer`)
+    return n
+  }
+  return quick ? quickDef : def
+}
+const cfg = {
+  quick,
+  n: int('BENCH_N', 200, 20), // sequential create→usable
+  concurrency: (process.env.BENCH_CONCURRENCY || (quick ? '5' : '10,50')).split(',').filter(Boolean).map(Number),
+  concSamples: int('BENCH_CONC_SAMPLES', 100, 10), // creates per concurrency level (whole rounds)
+  cmdN: int('BENCH_CMD_N', 200, 50),
+  streamMiB: int('BENCH_STREAM_MIB', 64, 16),
+  streamRuns: int('BENCH_STREAM_RUNS', 3, 1),
+  filesRuns: (process.env.BENCH_FILES_RUNS || (quick ? '20,10,2' : '100,30,5')).split(',').map(Number),
+  densityMax: int('BENCH_DENSITY_MAX', 500, 50),
+  densityMemFraction: 0.8,
+  loadSeconds: int('BENCH_LOAD_SECONDS', 5, 2),
+  loadConcurrency: int('BENCH_LOAD_CONCURRENCY', 16, 8),
+  floorN: int('BENCH_FLOOR_N', 50, 10),
+  profileSeconds: int('BENCH_PROFILE_SECONDS', 20, 0),
+  only: (process.env.BENCH_ONLY || '').split(',').filter(Boolean),
+  bridge: process.env.BENCH_BRIDGE || 'pdbench0',
+  subnet: process.env.BENCH_SUBNET || '10.250.0.0/16',
+  paddockBin: path.resolve(process.env.PADDOCK_BIN || path.join(root, 'bin/paddock')),
+  pbenchBin: path.resolve(process.env.PBENCH_BIN || path.join(benchDir, '.out/pbench')),
+  outDir: path.join(benchDir, '.out'),
+  results: path.resolve(process.env.BENCH_RESULTS || path.join(benchDir, 'RESULTS.md')),
+}
+const sections = ['create', 'concurrent', 'commands', 'files', 'envd', 'density', 'control', 'kill', 'profile']
+for (const s of cfg.only) if (!sections.includes(s)) throw new Error(`BENCH_ONLY: unknown section ${s} (known: ${sections.join(',')})`)
+const want = (s) => cfg.only.length === 0 || cfg.only.includes(s) || (s === 'density' && cfg.only.some((o) => o === 'control' || o === 'kill'))
+
+fs.mkdirSync(cfg.outDir, { recursive: true })
+const log = (s) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`)
+
+// ---- run state -----------------------------------------------------------------
+/** Every figure: {section, metric, unit:'ms'|'MiB/s'|'req/s'|'MiB'|'count'|'x', paddock, baseline, baselineName, note} */
+const rows = []
+const extra = { notes: [], phases: null, profileTop: null, buckets: null }
+const facts = hostFacts()
+const serve = new Serve({ bin: cfg.paddockBin, bridge: cfg.bridge, subnet: cfg.subnet, outDir: cfg.outDir, log })
+const pb = new PBench(cfg.pbenchBin, log)
+const created = new Set() // sandboxes this run created and has not killed
+const seqIds = new Set()
+
+function row(key, section, metric, unit, paddock, baseline, baselineName) {
+  rows.push({ key, section, metric, unit, paddock, baseline, baselineName })
+}
+
+async function createSandbox() {
+  // An hour of life: a loaded machine must not expire sandboxes mid-section.
+  const s = await Sandbox.create({ ...serve.sdkOpts, timeoutMs: 3_600_000 })
+  created.add(s.sandboxId)
+  return s
+}
+
+async function kill(s) {
+  await s.kill()
+  created.delete(s.sandboxId)
+}
+
+// ---- sections --------------------------------------------------------------------
+
+/** (1) create→usable, sequential (cold, no pool), beside the libcontainer floor and runc. */
+async function sectionCreate() {
+  log(`create→usable: ${cfg.n} sequential (+3 warm-up)`)
+  const createMs = [], usableMs = [], firstCmdMs = [], killMs = []
+  for (let i = -3; i < cfg.n; i++) {
+    const t0 = performance.now()
+    const s = await createSandbox()
+    const t1 = performance.now()
+    await s.commands.run('true')
+    const t2 = performance.now()
+    await kill(s)
+    const t3 = performance.now()
+    if (i < 0) continue
+    seqIds.add(s.sandboxId)
+    createMs.push(t1 - t0)
+    usableMs.push(t2 - t0)
+    firstCmdMs.push(t2 - t1)
+    killMs.push(t3 - t2)
+  }
+  const floor = await pb.run(['floor', '--layer', serve.layer, '--work', scratch('floor'), '--n', String(cfg.floorN)])
+  const runc = await pb.run(['runc', '--layer', serve.layer, '--work', scratch('runc'), '--n', String(Math.min(cfg.floorN, 30))])
+  row('create.usable', 'create (sequential, cold)', 'Sandbox.create() → first commands.run("true") done', 'ms', summarize(usableMs), summarize(floor.samples.total), 'libcontainer floor (overlay+create+start+`true`)')
+  row('create.usable.runc', 'create (sequential, cold)', '… same, against Debian runc', 'ms', summarize(usableMs), summarize(runc.samples.total), `\`runc run\` of \`true\` (${runc.notes?.[0] ?? 'runc'})`)
+  row('create.returned', 'create (sequential, cold)', 'Sandbox.create() returned', 'ms', summarize(createMs), summarize(floor.samples.create_start), 'libcontainer Create+Run only')
+  row('create.firstcmd', 'create (sequential, cold)', 'first commands.run("true") after create', 'ms', summarize(firstCmdMs), null, '')
+  row('kill.seq', 'kill', 'sbx.kill() (sequential section, 1 sandbox alive)', 'ms', summarize(killMs), summarize(floor.samples.teardown), 'libcontainer kill+destroy+unmount')
+  extra.floor = floor
+}
+
+/** (1b) create→usable with c creates at once. */
+async function sectionConcurrent() {
+  for (const c of cfg.concurrency) {
+    const rounds = Math.max(1, Math.ceil(cfg.concSamples / c))
+    log(`create→usable: ${c} at once × ${rounds} rounds`)
+    const usable = [], walls = []
+    for (let r = 0; r < rounds; r++) {
+      const t0 = performance.now()
+      const got = await Promise.all(
+        Array.from({ length: c }, async () => {
+          const s0 = performance.now()
+          const s = await createSandbox()
+          await s.commands.run('true')
+          return { s, ms: performance.now() - s0 }
+        }),
+      )
+      walls.push(performance.now() - t0)
+      usable.push(...got.map((g) => g.ms))
+      for (let i = 0; i < got.length; i += 10) await Promise.all(got.slice(i, i + 10).map((g) => kill(g.s)))
+    }
+    const floor = await pb.run(['floor', '--layer', serve.layer, '--work', scratch('floorc'), '-c', String(c), '--n', String(c * Math.min(rounds, 3))])
+    row(`conc.${c}.usable`, `create (${c} at once)`, 'per sandbox: create → first command done', 'ms', summarize(usable), summarize(floor.samples.total), `libcontainer floor, ${c} at once`)
+    row(`conc.${c}.wall`, `create (${c} at once)`, `wall time for ${c}`, 'ms', summarize(walls), summarize(floor.samples.round_wall), `libcontainer floor, ${c} at once`)
+  }
+}
+
+/** (2) commands.run round trip and stdout streaming. */
+async function sectionCommands() {
+  log(`commands: ${cfg.cmdN} × commands.run('true'), ${cfg.streamRuns} × ${cfg.streamMiB} MiB stdout`)
+  const s = await createSandbox()
+  const runMs = [], rootMs = [], streamMs = []
+  try {
+    for (let i = -10; i < cfg.cmdN; i++) {
+      const t0 = performance.now()
+      await s.commands.run('true')
+      if (i >= 0) runMs.push(performance.now() - t0)
+    }
+    for (let i = -5; i < Math.min(cfg.cmdN, 100); i++) {
+      const t0 = performance.now()
+      await s.commands.run('true', { user: 'root' })
+      if (i >= 0) rootMs.push(performance.now() - t0)
+    }
+    const bytes = cfg.streamMiB << 20
+    for (let i = -1; i < cfg.streamRuns; i++) {
+      let got = 0
+      const t0 = performance.now()
+      await s.commands.run(`head -c ${bytes} /dev/zero`, { onStdout: (d) => (got += d.length), timeoutMs: 0 })
+      const ms = performance.now() - t0
+      if (got !== bytes) throw new Error(`stdout stream: got ${got} chars, want ${bytes}`)
+      if (i >= 0) streamMs.push(ms)
+    }
+  } finally {
+    await kill(s)
+  }
+  const host = await pb.run(['exec', '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(Math.max(cfg.streamRuns, 3))])
+  row('commands.true', 'commands', 'commands.run("true") (default user, `bash -l -c`)', 'ms', summarize(runMs), summarize(host.samples.true), 'host fork+exec of `true`')
+  row('commands.root', 'commands', 'commands.run("true", {user:"root"})', 'ms', summarize(rootMs), summarize(host.samples.bash_c_true), 'host fork+exec of `bash -c true`')
+  const bytes = cfg.streamMiB << 20
+  row('commands.stream', 'commands', `stdout streaming (${cfg.streamMiB} MiB, onStdout)`, 'MiB/s', mibps(bytes, median(streamMs)), mibps(host.values.stream_bytes, median(host.samples.stream)), 'host pipe from `head -c`')
+}
+
+/** (3) files.write / files.read beside a plain Go file server on loopback. */
+async function sectionFiles() {
+  const sizes = [
+    { label: '1 KiB', bytes: 1 << 10, runs: cfg.filesRuns[0] ?? 100 },
+    { label: '1 MiB', bytes: 1 << 20, runs: cfg.filesRuns[1] ?? 30 },
+    { label: '64 MiB', bytes: 64 << 20, runs: cfg.filesRuns[2] ?? 5 },
+  ]
+  log(`files: ${sizes.map((z) => `${z.runs} × ${z.label}`).join(', ')} write+read`)
+  const s = await createSandbox()
+  const fsrv = await pb.fileServer(scratch('files'))
+  const base = `http://${fsrv.addr}/files`
+  try {
+    for (const z of sizes) {
+      const data = randomBytes(z.bytes)
+      const ab = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)
+      const w = [], r = [], bw = [], br = []
+      const warm = z.bytes > 8 << 20 ? 1 : 3
+      for (let i = -warm; i < z.runs; i++) {
+        const p = `/tmp/bench-${i & 3}.bin`
+        let t0 = performance.now()
+        await s.files.write(p, ab)
+        let t1 = performance.now()
+        const got = await s.files.read(p, { format: 'bytes' })
+        let t2 = performance.now()
+        if (got.byteLength !== z.bytes) throw new Error(`files.read ${p}: ${got.byteLength} bytes, want ${z.bytes}`)
+        // The baseline: the same multipart upload and download with fetch.
+        const form = new FormData()
+        form.append('file', new Blob([ab]), p)
+        const t3 = performance.now()
+        const pr = await fetch(`${base}?path=${encodeURIComponent(p)}`, { method: 'POST', body: form })
+        await pr.arrayBuffer()
+        const t4 = performance.now()
+        const gr = await fetch(`${base}?path=${encodeURIComponent(p)}`)
+        const gb = await gr.arrayBuffer()
+        const t5 = performance.now()
+        if (pr.status !== 200 || gb.byteLength !== z.bytes) throw new Error(`file server baseline: ${pr.status}, ${gb.byteLength} bytes`)
+        if (i < 0) continue
+        w.push(t1 - t0), r.push(t2 - t1), bw.push(t4 - t3), br.push(t5 - t4)
+      }
+      row(`files.write.${z.bytes}`, 'files', `files.write ${z.label}`, 'ms', summarize(w), summarize(bw), 'Go file server on loopback (multipart POST, fetch)')
+      row(`files.read.${z.bytes}`, 'files', `files.read ${z.label}`, 'ms', summarize(r), summarize(br), 'Go file server on loopback (GET, fetch)')
+      if (z.bytes >= 1 << 20) {
+        row(z.bytes === 64 << 20 ? 'files.write64' : `files.writetp.${z.bytes}`, 'files', `files.write ${z.label} throughput`, 'MiB/s', mibps(z.bytes, median(w)), mibps(z.bytes, median(bw)), 'Go file server on loopback')
+        row(z.bytes === 64 << 20 ? 'files.read64' : `files.readtp.${z.bytes}`, 'files', `files.read ${z.label} throughput`, 'MiB/s', mibps(z.bytes, median(r)), mibps(z.bytes, median(br)), 'Go file server on loopback')
+      }
+    }
+  } finally {
+    await fsrv.stop()
+    await kill(s)
+  }
+}
+
+/** envd directly vs through the proxy (Go client), for the proxy's cost. */
+async function sectionEnvd() {
+  const r = await pb.run(['envd', '--api', serve.url, '--key', serve.apiKey, '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(cfg.streamRuns)])
+  row('proxy.health', 'proxy', 'GET envd /health through the proxy (Go client)', 'ms', summarize(r.samples.health_proxy), summarize(r.samples.health_direct), 'same, dialled inside the sandbox netns (no proxy)')
+  row('proxy.run', 'proxy', 'process.Start `bash -l -c true` through the proxy (Go client)', 'ms', summarize(r.samples.run_true_proxy), summarize(r.samples.run_true_direct), 'same, no proxy')
+  row('proxy.stream', 'proxy', `stdout stream ${cfg.streamMiB} MiB through the proxy (Go client)`, 'MiB/s', mibps(r.values.stream_bytes, median(r.samples.stream_proxy)), mibps(r.values.stream_bytes, median(r.samples.stream_direct)), 'same, no proxy')
+  extra.proxy = {
+    health: median(r.samples.health_proxy) - median(r.samples.health_direct),
+    run: median(r.samples.run_true_proxy) - median(r.samples.run_true_direct),
+  }
+}
+
+/** (4) density: idle sandboxes until the max or 80% of memory; create latency as the count grows. */
+async function sectionDensity() {
+  log(`density: up to ${cfg.densityMax} idle sandboxes (stop at ${cfg.densityMemFraction * 100}% of memory)`)
+  await sleep(2000)
+  const m0 = res.meminfo()
+  const serveRss0 = res.processRss(serve.pid)
+  const lat = []
+  const ids = []
+  let stop = 'reached the maximum'
+  for (let i = 0; i < cfg.densityMax; i++) {
+    const m = res.meminfo()
+    if (m.MemTotal - m.MemAvailable >= cfg.densityMemFraction * m.MemTotal) {
+      stop = `memory at ${cfg.densityMemFraction * 100}%`
+      break
+    }
+    const t0 = performance.now()
+    let s
+    try {
+      s = await createSandbox()
+    } catch (e) {
+      stop = `create ${i + 1} failed: ${e.message}`
+      log(stop)
+      break
+    }
+    lat.push(performance.now() - t0)
+    ids.push(s.sandboxId)
+    if ((i + 1) % 50 === 0) log(`density: ${i + 1} sandboxes, last create ${lat.at(-1).toFixed(0)} ms`)
+  }
+  await sleep(5000)
+  const m1 = res.meminfo()
+  const n = ids.length
+  let usage = 0, rss = 0, pss = 0
+  for (const id of ids) {
+    const x = res.sandboxMemory(id)
+    usage += x.usage
+    rss += x.rss
+    pss += x.pss
+  }
+  const serveRss1 = res.processRss(serve.pid)
+  const cpu0 = res.processCpuSeconds(serve.pid)
+  await sleep(10_000)
+  const serveCpu = (res.processCpuSeconds(serve.pid) - cpu0) / 10
+  const idle = await pb.run(['idle', '--layer', serve.layer, '--work', scratch('idle'), '--n', String(Math.min(50, Math.max(n, 1)))])
+  extra.idle = idle
+  const MiB = 1 << 20
+  const buckets = []
+  for (let i = 0; i < lat.length; i += 50) buckets.push({ from: i + 1, to: Math.min(i + 50, lat.length), s: summarize(lat.slice(i, i + 50)) })
+  extra.buckets = buckets
+  extra.density = { n, stop }
+  row('density.count', 'density', `idle sandboxes created (stop: ${stop})`, 'count', n, idle.values.count, 'libcontainer floor (`sleep infinity`, 50 measured)')
+  row('density.host', 'density', 'host memory per idle sandbox (MemAvailable delta)', 'MiB', (m0.MemAvailable - m1.MemAvailable) / n / MiB, idle.values.host_mib_per_container, 'libcontainer floor, per container')
+  row('density.cgusage', 'density', 'cgroup memory.usage per sandbox (incl. page cache)', 'MiB', usage / n / MiB, idle.values.cgroup_usage_mib_per_container, 'libcontainer floor')
+  row('density.cgrss', 'density', 'cgroup rss per sandbox (anonymous)', 'MiB', rss / n / MiB, idle.values.cgroup_rss_mib_per_container, 'libcontainer floor')
+  row('density.pss', 'density', 'PSS of the sandbox processes (envd)', 'MiB', pss / n / MiB, idle.values.init_pss_mib_per_container, 'PSS of `sleep`')
+  row('density.serverss', 'density', 'paddock serve RSS growth per sandbox', 'MiB', (serveRss1 - serveRss0) / n / MiB, null, '')
+  row('density.servecpu', 'density', `paddock serve CPU while ${n} sandboxes idle`, '%CPU', serveCpu * 100, null, '')
+  row('density.growth', 'density', 'Sandbox.create() p50, first 50 → last 50', 'x', buckets.length ? buckets.at(-1).s.p50 / buckets[0].s.p50 : null, null, '')
+  row('density.create', 'density', `Sandbox.create() while filling (1..${n})`, 'ms', summarize(lat), summarize(idle.samples.create_start), 'libcontainer floor Create+Run (sleep)')
+  return ids
+}
+
+/** (5) control-plane reads with the density sandboxes alive. */
+async function sectionControl(ids) {
+  const idsFile = path.join(cfg.outDir, 'ids.txt')
+  fs.writeFileSync(idsFile, ids.join('\n') + '\n')
+  const common = ['--key', serve.apiKey, '-c', String(cfg.loadConcurrency), '-d', `${cfg.loadSeconds}s`]
+  for (const [kind, label, url] of [
+    ['list', `GET /v2/sandboxes (page of ≤100, ${ids.length} alive)`, `${serve.url}/v2/sandboxes`],
+    ['get', `GET /sandboxes/{id} (${ids.length} alive)`, `${serve.url}/sandboxes/{id}`],
+  ]) {
+    const args = ['loadgen', '--url', url, '--ids', idsFile, ...common]
+    const p = await pb.run(args)
+    const b = await pb.run([...args, '--baseline'])
+    if (p.values.errors) extra.notes.push(`${label}: ${p.values.errors} errors (${p.notes?.join('; ')})`)
+    row(`control.${kind}.rps`, 'control plane', `${label}: throughput (${cfg.loadConcurrency} conns)`, 'req/s', p.values.rps, b.values.rps, `static Go server, same ${b.values.response_bytes} B body`)
+    row(`control.${kind}.lat`, 'control plane', `${label}: latency`, 'ms', summarize(p.samples.latency), summarize(b.samples.latency), 'static Go server')
+  }
+}
+
+/** (6) kill: time to kill and until every resource is gone, for the density sandboxes. */
+async function sectionKill(ids) {
+  log(`kill: ${ids.length} sandboxes, one at a time, polling until every resource is gone`)
+  const hier = res.cgroupHierarchies()
+  const killMs = [], goneMs = []
+  const stragglers = []
+  for (const id of ids) {
+    const veth = res.hostVeth(serve.dataDir, id)
+    const t0 = performance.now()
+    await Sandbox.kill(id, serve.sdkOpts)
+    created.delete(id)
+    const t1 = performance.now()
+    let left
+    for (;;) {
+      left = res.leftovers(serve.dataDir, id, veth, hier)
+      if (left.length === 0 || performance.now() - t0 > 10_000) break
+      await sleep(1)
+    }
+    const t2 = performance.now()
+    if (left.length) stragglers.push(`${id}: ${left.join(', ')}`)
+    killMs.push(t1 - t0)
+    goneMs.push(t2 - t0)
+  }
+  if (stragglers.length) extra.notes.push(`kill: ${stragglers.length} sandboxes left resources after 10 s: ${stragglers.slice(0, 3).join('; ')}`)
+  const floorKill = extra.idle?.samples?.kill_cleanup
+  row('kill.returned', 'kill', `Sandbox.kill() with ${ids.length} alive → returned`, 'ms', summarize(killMs), summarize(floorKill), 'libcontainer floor: kill+destroy+unmount+rm')
+  row('kill.gone', 'kill', '… until cgroups, veth, netns, mounts, dirs are all gone', 'ms', summarize(goneMs), summarize(floorKill), 'libcontainer floor')
+}
+
+/** CPU profile of serve while it creates, runs `true` in and kills sandboxes. */
+async function sectionProfile() {
+  if (!cfg.profileSeconds) return
+  log(`profile: ${cfg.profileSeconds} s CPU profile of serve during create→run→kill`)
+  const prof = fetch(`${serve.pprofUrl}/debug/pprof/profile?seconds=${cfg.profileSeconds}`).then((r) => r.arrayBuffer())
+  let done = false
+  prof.finally(() => (done = true))
+  let n = 0
+  while (!done) {
+    const s = await createSandbox()
+    await s.commands.run('true')
+    await kill(s)
+    n++
+  }
+  const file = path.join(cfg.outDir, 'serve-create.pprof')
+  fs.writeFileSync(file, Buffer.from(await prof))
+  try {
+    extra.profileTop = execFileSync('go', ['tool', 'pprof', '-top', '-nodecount=25', cfg.paddockBin, file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    fs.writeFileSync(path.join(cfg.outDir, 'serve-create.top.txt'), extra.profileTop)
+  } catch (e) {
+    extra.notes.push(`go tool pprof failed: ${e.message}`)
+  }
+  extra.profileCreates = n
+}
+
+// ---- helpers ------------------------------------------------------------------
+
+function scratch(name) {
+  // On the data dir's filesystem, like Paddock's own sandboxes.
+  return path.join(serve.dataDir, 'bench-' + name)
+}
+
+function hostFacts() {
+  const sh = (cmd, args) => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    } catch {
+      return '?'
+    }
+  }
+  const cpus = os.cpus()
+  let distro = '?'
+  try {
+    distro = /^PRETTY_NAME="?([^"\n]*)/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))[1]
+  } catch {}
+  return {
+    date: new Date().toISOString(),
+    host: os.hostname(),
+    cpu: `${cpus.length} × ${cpus[0]?.model ?? '?'}`,
+    cpuCount: cpus.length,
+    memGiB: (os.totalmem() / 2 ** 30).toFixed(1),
+    kernel: `${os.type()} ${os.release()}`,
+    distro,
+    paddock: sh(cfg.paddockBin, ['version']).split('\n')[0],
+    commit: sh('git', ['-C', root, 'rev-parse', '--short', 'HEAD']) + (sh('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no']) ? ' (+ local changes)' : ''),
+    runtime: 'local: runc libcontainer v1.5.2 in-process, overlayfs, cgroup v1, userns, seccomp',
+    node: process.version,
+    sdk: JSON.parse(fs.readFileSync(path.join(here, 'node_modules/e2b/package.json'), 'utf8')).version,
+    loadStart: os.loadavg(),
+  }
+}
+
+// ---- main ----------------------------------------------------------------------
+
+let failed = null
+const stopAll = async () => {
+  try {
+    await serve.stop()
+  } catch (e) {
+    log(`cleanup failed: ${e.message}`)
+  }
+}
+process.once('SIGINT', () => {
+  log('interrupted; cleaning up')
+  stopAll().finally(() => process.exit(130))
+})
+
+try {
+  await serve.start()
+  if (want('create')) await sectionCreate()
+  if (want('concurrent')) await sectionConcurrent()
+  if (want('commands')) await sectionCommands()
+  if (want('files')) await sectionFiles()
+  if (want('envd')) await sectionEnvd()
+  if (want('density')) {
+    const ids = await sectionDensity()
+    if (want('control')) await sectionControl(ids)
+    if (want('kill')) await sectionKill(ids)
+    else for (const id of ids) await Sandbox.kill(id, serve.sdkOpts).then(() => created.delete(id))
+  }
+  if (want('profile')) await sectionProfile()
+} catch (e) {
+  failed = e
+  log(`FAILED: ${e.stack || e.message}`)
+} finally {
+  facts.loadEnd = os.loadavg()
+  if (fs.existsSync(serve.logPath ?? '')) extra.phases = parsePhases(fs.readFileSync(serve.logPath, 'utf8'), seqIds)
+  await stopAll()
+}
+
+const argv = process.env.BENCH_COMMAND || 'make bench'
+const text = writeReport({ file: cfg.results, facts, cfg, rows, extra, command: argv, failed })
+process.stdout.write(text)
+process.exit(failed ? 1 : 0)
