@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/paddockhq/paddock/internal/runtime"
 	"github.com/paddockhq/paddock/internal/store"
 )
 
@@ -23,6 +24,10 @@ const (
 	// buildRecordMaxAge is how long finished build records and logs are kept.
 	buildRecordMaxAge = 7 * 24 * time.Hour
 )
+
+// unknownLayersWait is how long a collection waits for sandboxes whose
+// layers the runtime cannot tell yet (being created or destroyed).
+var unknownLayersWait = 5 * time.Second
 
 // pin protects layer d from garbage collection until unpin; false (and
 // nothing pinned) when the layer does not exist.
@@ -182,6 +187,12 @@ func (m *Manager) CollectGarbage(ctx context.Context, grace time.Duration) ([]st
 	if m.cfg.Runtime == nil {
 		return nil, errors.New("layer garbage collection needs a runtime")
 	}
+	// Sandboxes first, outside the lock (the listing may wait): a sandbox
+	// created later uses layers a template references or a build pinned.
+	boxes, err := m.sandboxLayers(ctx)
+	if err != nil {
+		return nil, err
+	}
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
 
@@ -197,10 +208,6 @@ func (m *Manager) CollectGarbage(ctx context.Context, grace time.Duration) ([]st
 	}
 	for d := range m.pins {
 		used[d] = true
-	}
-	boxes, err := m.cfg.Runtime.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
 	for _, b := range boxes {
 		if b.Layers == nil {
@@ -249,6 +256,31 @@ func (m *Manager) CollectGarbage(ctx context.Context, grace time.Duration) ([]st
 		m.pruneCache(ctx)
 	}
 	return removed, nil
+}
+
+// sandboxLayers lists the runtime's sandboxes. A sandbox being created or
+// destroyed may not tell its layers for a moment: the listing is retried
+// for up to unknownLayersWait before the caller gives up.
+func (m *Manager) sandboxLayers(ctx context.Context) ([]runtime.Info, error) {
+	deadline := time.Now().Add(unknownLayersWait)
+	for {
+		boxes, err := m.cfg.Runtime.List(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list sandboxes: %w", err)
+		}
+		known := true
+		for _, b := range boxes {
+			known = known && b.Layers != nil
+		}
+		if known || time.Now().After(deadline) {
+			return boxes, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // pruneCache drops build cache entries whose layer no longer exists.

@@ -97,6 +97,8 @@ func TestCollectGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A sandbox whose layers the runtime does not know stops the collector.
+	defer func(d time.Duration) { unknownLayersWait = d }(unknownLayersWait)
+	unknownLayersWait = 300 * time.Millisecond
 	rt.infos = []runtime.Info{{ID: "old"}}
 	if removed, _ := m.CollectGarbage(ctx, 0); len(removed) != 0 {
 		t.Errorf("collected %v although a sandbox's layers are unknown", removed)
