@@ -172,8 +172,9 @@ type Runtime interface {
 	// and their memory is released; its writable layer, network and labels
 	// stay, it is listed as StateCheckpointed, and Restore brings it back.
 	// Unless opts.FilesOnly, its processes are saved with their memory, open
-	// files and sockets (listening and established), so they continue after
-	// Restore; with FilesOnly only the writable layer is kept and Restore
+	// files and listening sockets, so they continue after Restore (a driver
+	// may bring established TCP connections back closed: their peers see a
+	// reset); with FilesOnly only the writable layer is kept and Restore
 	// boots the sandbox afresh. A paused sandbox can be checkpointed;
 	// checkpointing a checkpointed one does nothing. On error the sandbox is
 	// as it was (running or paused).

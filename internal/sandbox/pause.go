@@ -224,8 +224,10 @@ func (s *Service) save(id string, filesOnly bool) {
 		}
 		r.Saved = kind
 		return nil
-	}); err != nil && !isGone(err) {
-		s.log.Error("record saved sandbox", "sandbox", id, "err", err)
+	}); err != nil {
+		if !isGone(err) && !errors.Is(err, ErrConflict) { // killed or resumed meanwhile: fine
+			s.log.Error("record saved sandbox", "sandbox", id, "err", err)
+		}
 		return
 	}
 	s.event(id, "paused sandbox saved to disk; memory released", "keep", kind)

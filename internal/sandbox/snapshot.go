@@ -126,6 +126,9 @@ func (s *Service) CreateSnapshot(ctx context.Context, team, sandboxID, name stri
 	if err := os.MkdirAll(s.cfg.SnapshotDir, 0o711); err != nil {
 		return Snapshot{}, fmt.Errorf("snapshot dir: %w", err)
 	}
+	if err := os.Chmod(s.cfg.SnapshotDir, 0o711); err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot dir: %w", err)
+	}
 	tmp := s.snapshotDir(sn.ID) + ".new-" + newSnapshotID()[4:]
 	t0 := s.now()
 	if err := s.cfg.Runtime.Snapshot(ctx, sandboxID, runtime.SnapshotOptions{Dir: tmp, FilesOnly: sn.FilesOnly}); err != nil {

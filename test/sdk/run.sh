@@ -301,9 +301,17 @@ bench_serve() {
 	return "$rc"
 }
 
+# Pause, resume, auto-pause/resume and snapshots with memory (issue 7): the
+# test runs its own server (it restarts it midway) and checks the host after;
+# it also writes pause/resume latencies to .out/pause-latency.json.
+suite_pause() {
+	[[ $(id -u) == 0 ]] || die "the pause suite needs root (paddock serve, CRIU)"
+	run_node_suite_env "pause" pause.test.mjs PADDOCK_BIN="$bin"
+}
+
 # ---- main ----------------------------------------------------------------
 
-all_suites=(envd ingress serve quickstart templates)
+all_suites=(envd ingress serve quickstart templates pause)
 suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=("${all_suites[@]}")
 
@@ -318,6 +326,7 @@ for s in "${suites[@]}"; do
 	ingress) suite_ingress || status=1 ;;
 	serve) suite_serve || status=1 ;;
 	quickstart) suite_quickstart || status=1 ;;
+	pause) suite_pause || status=1 ;;
 	templates) suite_templates || status=1 ;;
 	bench) bench_envd || status=1 ;;
 	bench-serve) bench_serve || status=1 ;;

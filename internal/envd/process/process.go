@@ -368,6 +368,9 @@ func (s *Service) start(req *connect.Request[pb.StartRequest]) (*proc, *subscrib
 	argv := append([]string{cfg.GetCmd()}, cfg.GetArgs()...)
 	pid, exited, err := s.reaper.Start(func() (int, error) {
 		op, err := os.StartProcess(path, argv, &os.ProcAttr{Dir: dir, Env: env, Files: files, Sys: sys})
+		if sys.Credential != nil {
+			keepDumpable()
+		}
 		if err != nil {
 			return 0, err
 		}

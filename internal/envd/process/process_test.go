@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/paddockhq/paddock/api/envd/process"
@@ -171,6 +172,12 @@ func TestStartActingUser(t *testing.T) {
 		want := fmt.Sprintf("%d %d %s %s nobody nobody /tmp\n", nobody.UID, nobody.GID, strings.Join(groups, " "), nobody.Home)
 		if r.stdout.String() != want {
 			t.Fatalf("as nobody: %q, want %q", r.stdout.String(), want)
+		}
+
+		// Starting a process under another user leaves this process
+		// dumpable (checkpoints of a restored envd need it).
+		if d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); err != nil || d != 1 {
+			t.Errorf("dumpable after starting a process as nobody: %d, %v; want 1", d, err)
 		}
 
 		// The default user (root here) acts when no header is sent.

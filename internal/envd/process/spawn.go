@@ -121,6 +121,14 @@ func credential(u *identity.User) *syscall.Credential {
 	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: append([]uint32(nil), u.Groups...)}
 }
 
+// keepDumpable makes envd dumpable again after starting a process under
+// another user. Go starts processes with vfork: the child's setuid, before
+// its exec, resets the dumpable flag of the memory it still shares with
+// envd. A non-dumpable envd cannot be checkpointed again once restored
+// (CRIU inspects its namespaces from inside the sandbox's user namespace,
+// which a non-dumpable process restored by CRIU keeps out).
+func keepDumpable() { _ = unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0) }
+
 // openPTY opens a pseudo-terminal of the given size. The master is returned
 // non-blocking and registered with Go's poller, so reads can be interrupted
 // with a deadline; the slave is for the child.

@@ -66,17 +66,14 @@ const (
 	manifestVersion = 1
 )
 
-// criuCommon are CRIU options of in-place checkpoints and restores:
-// established TCP connections are saved and restored (a sandbox keeps its
-// address, so its clients' connections survive a pause), half-open ones are
-// skipped. Network locks use nftables (CRIU's own library), not the
+// criuOptions are CRIU options of every dump and restore besides the
+// external files. Established TCP connections come back closed (their peers
+// see a reset; listening sockets are kept): restoring one needs TCP repair
+// mode, that is CAP_NET_ADMIN in the user namespace owning the network
+// namespace, which is the host's while the restored processes run in the
+// sandbox's. Network locks use nftables (CRIU's own library), not the
 // iptables binaries a host may lack.
-var criuCommon = []string{"tcp-established", "skip-in-flight", "network-lock nftables"}
-
-// criuSnapshot are the options of snapshot dumps and restores: a snapshot is
-// restored under another address, where established connections could not
-// be rebuilt, so they come back closed (their peers see a reset).
-var criuSnapshot = []string{"tcp-close", "network-lock nftables"}
+var criuOptions = []string{"tcp-close", "network-lock nftables"}
 
 func (r *Runtime) criuAvailable() error {
 	if r.criu == "" {
@@ -142,7 +139,7 @@ func (r *Runtime) checkpoint(ctx context.Context, id string, opts runtime.Checkp
 		if err := os.MkdirAll(work, 0o700); err != nil {
 			return err
 		}
-		if err := writeCRIUConf(filepath.Join(dir, criuConfName), slices.Concat(cp.Stdio.dumpOptions(), criuCommon)); err != nil {
+		if err := writeCRIUConf(filepath.Join(dir, criuConfName), slices.Concat(cp.Stdio.dumpOptions(), criuOptions)); err != nil {
 			return err
 		}
 		t0 := time.Now()
@@ -150,8 +147,6 @@ func (r *Runtime) checkpoint(ctx context.Context, id string, opts runtime.Checkp
 			return c.Checkpoint(&libcontainer.CriuOpts{
 				ImagesDirectory: tmp,
 				WorkDirectory:   work,
-				TcpEstablished:  true,
-				TcpSkipInFlight: true,
 				FileLocks:       true,
 			})
 		}); err != nil {
@@ -254,7 +249,7 @@ func (r *Runtime) restore(ctx context.Context, id string, opts runtime.RestoreOp
 		return err
 	}
 	t0 := time.Now()
-	if err := r.boot(ctx, id, m, images, m.Checkpoint.Stdio, criuCommon); err != nil {
+	if err := r.boot(ctx, id, m, images, m.Checkpoint.Stdio); err != nil {
 		if rerr := r.release(context.WithoutCancel(ctx), id); rerr != nil {
 			r.log.Error("clean up failed restore", "sandbox", id, "err", rerr)
 		}
@@ -271,7 +266,7 @@ func (r *Runtime) restore(ctx context.Context, id string, opts runtime.RestoreOp
 // boot starts a sandbox's container over its existing writable layer: from
 // CRIU images when images is set, else afresh with envd as PID 1. The
 // caller removes what is left on error (release).
-func (r *Runtime) boot(ctx context.Context, id string, m meta, images string, stdio criuStdio, criuOpts []string) error {
+func (r *Runtime) boot(ctx context.Context, id string, m meta, images string, stdio criuStdio) error {
 	dir := r.dir(id)
 	rootfs, err := mountOverlay(dir, m.Layers)
 	if err != nil {
@@ -357,14 +352,13 @@ func (r *Runtime) boot(ctx context.Context, id string, m meta, images string, st
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return err
 	}
-	if err := writeCRIUConf(filepath.Join(dir, criuConfName), slices.Concat(stdio.restoreOptions(), criuOpts)); err != nil {
+	if err := writeCRIUConf(filepath.Join(dir, criuConfName), slices.Concat(stdio.restoreOptions(), criuOptions)); err != nil {
 		return err
 	}
 	if err := withNetns(netnsPath, func() error {
 		return c.Restore(proc, &libcontainer.CriuOpts{
 			ImagesDirectory: images,
 			WorkDirectory:   work,
-			TcpEstablished:  slices.Contains(criuOpts, "tcp-established"),
 			FileLocks:       true,
 		})
 	}); err != nil {
@@ -506,7 +500,7 @@ func (r *Runtime) snapshot(ctx context.Context, id string, opts runtime.Snapshot
 		if err := os.MkdirAll(work, 0o700); err != nil {
 			return err
 		}
-		if err := writeCRIUConf(filepath.Join(dir, criuConfName), slices.Concat(man.Stdio.dumpOptions(), criuSnapshot)); err != nil {
+		if err := writeCRIUConf(filepath.Join(dir, criuConfName), slices.Concat(man.Stdio.dumpOptions(), criuOptions)); err != nil {
 			return err
 		}
 		// CRIU puts the cgroup back in the state it found it: frozen.
@@ -611,6 +605,12 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, spec runtime.Spec, dir
 		}
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
+	// Searchable by the sandbox's user namespace whatever the umask (which
+	// another goroutine of the process may have narrowed for a moment).
+	if err := os.Chmod(r.dir(id), 0o711); err != nil {
+		_ = os.Remove(r.dir(id))
+		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
 	defer func() {
 		if err == nil {
 			return
@@ -644,7 +644,7 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, spec runtime.Spec, dir
 		}
 		images = filepath.Join(dir, "images")
 	}
-	if err := r.boot(ctx, id, m, images, man.Stdio, criuSnapshot); err != nil {
+	if err := r.boot(ctx, id, m, images, man.Stdio); err != nil {
 		return runtime.Info{}, fmt.Errorf("create sandbox %s from snapshot: %w", id, err)
 	}
 	if info, err = r.inspect(id); err != nil {
@@ -668,6 +668,9 @@ func (r *Runtime) CheckCheckpoint(ctx context.Context) (err error) {
 	defer cancel()
 	layer := filepath.Join(r.cfg.RootDir, "selftest-layer")
 	if err := os.MkdirAll(layer, 0o755); err != nil {
+		return fmt.Errorf("checkpoint self-test: %w", err)
+	}
+	if err := os.Chmod(layer, 0o755); err != nil {
 		return fmt.Errorf("checkpoint self-test: %w", err)
 	}
 	id := fmt.Sprintf("paddock-selftest-%d", time.Now().UnixNano())

@@ -1,10 +1,12 @@
 package local_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -132,6 +134,20 @@ func testCheckpointRestore(t *testing.T, d *driver) {
 	before, err := rt.Inspect(ctx, id)
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// An established connection to envd at checkpoint time (as the control
+	// plane's pooled ones are) does not keep the sandbox from coming back.
+	conn, err := rt.Dial(ctx, id, runtime.EnvdPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /health HTTP/1.1\r\nHost: envd\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("GET /health on a kept-alive connection: %v, %v", resp, err)
 	}
 
 	if err := rt.Checkpoint(ctx, id, runtime.CheckpointOptions{}); err != nil {

@@ -308,6 +308,12 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 		}
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
+	// Searchable by the sandbox's user namespace whatever the umask (which
+	// another goroutine of the process may have narrowed for a moment).
+	if err := os.Chmod(r.dir(id), 0o711); err != nil {
+		_ = os.Remove(r.dir(id))
+		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
 	defer func() {
 		if err == nil {
 			return
