@@ -175,6 +175,7 @@ describe('Template.build (SDK)', { timeout: 900_000 }, () => {
   const template = () =>
     Template({ fileContextPath: ctxDir })
       .fromTemplate('base')
+      .aptInstall(['jq']) // RUN as root with internet access through the host's NAT
       .runCmd('echo "ran as $(whoami) in $(pwd)" > /home/user/run.txt')
       .runCmd('mkdir -p /opt/data && echo root-made > /opt/data/x', { user: 'root' })
       .copy('app', '/home/user/app/')
@@ -189,18 +190,18 @@ describe('Template.build (SDK)', { timeout: 900_000 }, () => {
     return { info, ms: Date.now() - t0, logs: logs.map((e) => e.message) }
   }
 
-  test('builds every step kind; a sandbox from it has the files, env, workdir and running start command', async () => {
+  test('builds every step kind (apt over the network too); a sandbox from it has the files, env, workdir and running start command', async () => {
     ctxDir = context({ 'app/hello.txt': 'hello from copy\n', 'app/sub/nested.txt': 'nested\n' })
     first = await timedBuild(template(), name)
     assert.match(first.info.templateId, /^[a-z0-9]{20}$/)
     const stepLines = first.logs.filter((m) => /^(CACHED )?\[builder \d+\/\d+\]/.test(m))
-    assert.equal(stepLines.length, 5, `one line per step:\n${first.logs.join('\n')}`)
+    assert.equal(stepLines.length, 6, `one line per step:\n${first.logs.join('\n')}`)
     assert.ok(stepLines.every((m) => !m.startsWith('CACHED')), `a first build runs every step:\n${stepLines.join('\n')}`)
 
     const sbx = await create(name)
     const r = await sbx.commands.run(
       'pwd; cat /home/user/run.txt hello.txt sub/nested.txt /opt/data/x; echo "G=$GREETING S=$SECOND"; stat -c %U hello.txt; ' +
-        'curl -s http://127.0.0.1:8080/hello.txt; ps -o user=,args= -C python3')
+        'curl -s http://127.0.0.1:8080/hello.txt; ps -o user=,args= -C python3; echo \'{"a":[1,2]}\' | jq -c .a')
     const out = r.stdout.split('\n')
     assert.equal(out[0], '/home/user/app', 'workdir')
     assert.equal(out[1], 'ran as user in /home/user', 'RUN steps run as the template user by default')
@@ -211,6 +212,7 @@ describe('Template.build (SDK)', { timeout: 900_000 }, () => {
     assert.equal(out[6], 'user', 'COPY gives files to the current user')
     assert.equal(out[7], 'hello from copy', 'the start command serves the workdir')
     assert.match(out[8], /^user\s+python3 -m http.server 8080/, 'the start command runs as the template user')
+    assert.equal(out[9], '[1,2]', 'the package apt installed during the build')
     await kill(sbx)
   })
 
@@ -220,7 +222,7 @@ describe('Template.build (SDK)', { timeout: 900_000 }, () => {
     assert.equal(second.info.templateId, first.info.templateId)
     assert.notEqual(second.info.buildId, first.info.buildId)
     const stepLines = second.logs.filter((m) => /^(CACHED )?\[builder \d+\/\d+\]/.test(m))
-    assert.equal(stepLines.length, 5, second.logs.join('\n'))
+    assert.equal(stepLines.length, 6, second.logs.join('\n'))
     assert.ok(stepLines.every((m) => m.startsWith('CACHED ')), `every step cached:\n${stepLines.join('\n')}`)
     assert.ok(second.logs.some((m) => m.startsWith('CACHED [finalize]')), second.logs.join('\n'))
     assert.ok(second.logs.includes("Skipping upload of 'app', already cached"), 'the files were not uploaded again')
@@ -339,11 +341,18 @@ describe('Template.build (SDK)', { timeout: 900_000 }, () => {
     assert.equal(p0.body.status, 'ready')
     assert.equal(p0.body.logEntries.length, 3)
     assert.ok(Array.isArray(p0.body.logs))
-    const all = await api('GET', `/templates/${templateId}/builds/${buildId}/status?logsOffset=0`)
-    const n = all.body.logEntries.length
-    assert.ok(n > 3 && n <= 100)
+    const all = []
+    for (;;) {
+      const page = await api('GET', `/templates/${templateId}/builds/${buildId}/status?logsOffset=${all.length}`)
+      assert.ok(page.body.logEntries.length <= 100, 'at most 100 entries per page')
+      if (page.body.logEntries.length === 0) break
+      all.push(...page.body.logEntries)
+    }
+    const n = all.length
+    assert.ok(n > 3, `${n} log entries`)
+    assert.ok(all.some((e) => /^\[builder 1\/6\] RUN apt-get update/.test(e.message) && e.step === '1'), 'step lines carry their step')
     const p1 = await api('GET', `/templates/${templateId}/builds/${buildId}/status?logsOffset=1&limit=2`)
-    assert.deepEqual(p1.body.logEntries, all.body.logEntries.slice(1, 3))
+    assert.deepEqual(p1.body.logEntries, all.slice(1, 3))
     const end = await api('GET', `/templates/${templateId}/builds/${buildId}/status?logsOffset=${n}`)
     assert.deepEqual(end.body.logEntries, [])
     const st = await Template.getBuildStatus({ templateId, buildId }, { logsOffset: n })
