@@ -405,6 +405,29 @@ describe('template lifecycle', { timeout: 900_000 }, () => {
   })
 })
 
+describe('start command on create', { timeout: 900_000 }, () => {
+  test('a start command that fails fails the create clearly and leaves no sandbox', async () => {
+    const n = `start-${run}`
+    const t = Template().fromTemplate('base')
+      .setStartCmd('[ -z "$BREAK_START" ] || { echo broken on purpose >&2; exit 5; }; exec python3 -m http.server 8081', waitForPort(8081))
+    await Template.build(t, n)
+    const ok = await create(n)
+    assert.equal((await ok.commands.run('ss -Htln sport = :8081 | wc -l')).stdout.trim(), '1')
+    await kill(ok)
+
+    const runtimeDirs = () => readdirSync(join(srv.data, 'runtime', 'sandboxes')).sort()
+    const dirsBefore = runtimeDirs()
+    const before = (await Sandbox.list().nextItems()).map((s) => s.sandboxId)
+    await assert.rejects(create(n, { envs: { BREAK_START: '1' } }), (err) => {
+      assert.match(err.message, /start command .* failed before the ready command .* passed: exited with code 5/)
+      return true
+    })
+    const afterIds = (await Sandbox.list().nextItems()).map((s) => s.sandboxId)
+    assert.deepEqual(afterIds.filter((id) => !before.includes(id)), [], 'the failed sandbox is gone')
+    assert.deepEqual(runtimeDirs(), dirsBefore, 'nothing of it is left in the runtime')
+  })
+})
+
 describe('paddock template build (CLI, Dockerfile)', { timeout: 900_000 }, () => {
   const dockerfile = `# syntax=docker/dockerfile:1
 ARG PYVER=3.11
