@@ -193,6 +193,15 @@ func decode(r *http.Request, v any, required bool) error {
 
 // serviceError maps sandbox service errors to API errors.
 func (s *Server) serviceError(w http.ResponseWriter, r *http.Request, err error) {
+	status := serviceStatus(err)
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, status, err.Error())
+}
+
+// serviceStatus is the HTTP status of a sandbox service error.
+func serviceStatus(err error) int {
 	status := http.StatusInternalServerError
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
@@ -210,10 +219,7 @@ func (s *Server) serviceError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, context.Canceled):
 		status = 499
 	}
-	if status == http.StatusInternalServerError {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	}
-	writeError(w, status, err.Error())
+	return status
 }
 
 func withCORS(next http.Handler) http.Handler {

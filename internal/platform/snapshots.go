@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/paddockhq/paddock/internal/platform/api"
 	"github.com/paddockhq/paddock/internal/sandbox"
@@ -79,4 +80,44 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, ref stri
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return true
+}
+
+// ForkSandbox is POST /sandboxes/{id}/fork: one snapshot, count sandboxes
+// from it, each reported on its own.
+func (s *Server) ForkSandbox(w http.ResponseWriter, r *http.Request, id api.SandboxID) {
+	var body api.SandboxForkRequest
+	if err := decode(r, &body, false); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	count, timeout := 1, s.cfg.DefaultTimeoutV2
+	if body.Count != nil {
+		count = int(*body.Count)
+	}
+	if body.Timeout != nil {
+		if *body.Timeout <= 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout must be a positive number of seconds, got %d", *body.Timeout))
+			return
+		}
+		timeout = time.Duration(*body.Timeout) * time.Second
+	}
+	results, err := s.cfg.Sandboxes.Fork(r.Context(), teamOf(r), id, count, timeout)
+	if err != nil {
+		s.serviceError(w, r, err)
+		return
+	}
+	out := make([]api.SandboxForkResult, 0, len(results))
+	for _, res := range results {
+		if res.Err != nil {
+			status := serviceStatus(res.Err)
+			if status == http.StatusInternalServerError {
+				s.log.Error("fork failed", "sandbox", id, "err", res.Err)
+			}
+			out = append(out, api.SandboxForkResult{Error: &api.Error{Code: int32(status), Message: res.Err.Error()}})
+			continue
+		}
+		sb := s.sandboxBody(res.Record)
+		out = append(out, api.SandboxForkResult{Sandbox: &sb})
+	}
+	writeJSON(w, http.StatusCreated, out)
 }

@@ -398,3 +398,10 @@ func (k *keyedRW) get(key string) *sync.RWMutex {
 	}
 	return l
 }
+
+// drop forgets key's lock once nothing uses the key any more.
+func (k *keyedRW) drop(key string) {
+	k.mu.Lock()
+	delete(k.m, key)
+	k.mu.Unlock()
+}

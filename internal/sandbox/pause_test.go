@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -451,5 +452,55 @@ func TestSnapshots(t *testing.T) {
 	}
 	if err := s.DeleteSnapshot(ctx, "other", named.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("another team deleting: %v", err)
+	}
+}
+
+func TestFork(t *testing.T) {
+	rt := newFakeRuntime()
+	snaps := t.TempDir()
+	s := newSnapService(t, rt, filepath.Join(t.TempDir(), "db"), snaps)
+	ctx := context.Background()
+	src, err := s.Create(ctx, CreateRequest{Team: "t", Template: "base", Timeout: time.Minute, Secure: true,
+		EnvVars: map[string]string{"A": "1"}, Metadata: map[string]string{"m": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Fork(ctx, "t", src.ID, 3, 2*time.Minute)
+	if err != nil || len(res) != 3 {
+		t.Fatalf("Fork: %d results, %v", len(res), err)
+	}
+	seen := map[string]bool{src.ID: true}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatalf("fork: %v", r.Err)
+		}
+		if seen[r.Record.ID] || r.Record.State != StateRunning || r.Record.Metadata["m"] != "1" {
+			t.Errorf("fork record %+v", r.Record)
+		}
+		seen[r.Record.ID] = true
+		st := rt.daemon(r.Record.ID).State()
+		if st.AccessToken() != s.EnvdToken(r.Record.ID) || st.Env()["A"] != "1" || st.Env()["E2B_SANDBOX_ID"] != r.Record.ID {
+			t.Errorf("fork %s: envd not given its own identity", r.Record.ID)
+		}
+	}
+	if ents, _ := os.ReadDir(snaps); len(ents) != 0 {
+		t.Errorf("fork left %d entries in the snapshot dir", len(ents))
+	}
+	if p, _ := s.ListSnapshots(ctx, SnapshotFilter{Team: "t"}); len(p.Snapshots) != 0 {
+		t.Errorf("fork listed as a snapshot: %+v", p)
+	}
+	for _, c := range []struct {
+		team, id string
+		count    int
+		want     error
+	}{
+		{"t", src.ID, 0, ErrInvalid},
+		{"t", src.ID, MaxForks + 1, ErrInvalid},
+		{"t", "inope", 1, ErrNotFound},
+		{"other", src.ID, 1, ErrNotFound},
+	} {
+		if _, err := s.Fork(ctx, c.team, c.id, c.count, time.Minute); !errors.Is(err, c.want) {
+			t.Errorf("Fork(%s, %s, %d): %v, want %v", c.team, c.id, c.count, err, c.want)
+		}
 	}
 }

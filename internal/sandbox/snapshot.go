@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/paddockhq/paddock/internal/runtime"
@@ -93,14 +94,6 @@ func (s *Service) CreateSnapshot(ctx context.Context, team, sandboxID, name stri
 	if err != nil {
 		return Snapshot{}, err
 	}
-	release, err := s.claim(sandboxID)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	defer release()
-	if err := s.waitSave(ctx, sandboxID); err != nil {
-		return Snapshot{}, err
-	}
 
 	sn := Snapshot{
 		ID: newSnapshotID(), Team: team, Name: name, SandboxID: sandboxID, CreatedAt: s.now().UTC(),
@@ -123,16 +116,10 @@ func (s *Service) CreateSnapshot(ctx context.Context, team, sandboxID, name stri
 		sn.FilesOnly = true
 		s.log.Warn("snapshot keeps files only: memory snapshots are unavailable", "sandbox", sandboxID, "reason", err.Error())
 	}
-	if err := os.MkdirAll(s.cfg.SnapshotDir, 0o711); err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot dir: %w", err)
-	}
-	if err := os.Chmod(s.cfg.SnapshotDir, 0o711); err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot dir: %w", err)
-	}
 	tmp := s.snapshotDir(sn.ID) + ".new-" + newSnapshotID()[4:]
 	t0 := s.now()
-	if err := s.cfg.Runtime.Snapshot(ctx, sandboxID, runtime.SnapshotOptions{Dir: tmp, FilesOnly: sn.FilesOnly}); err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot sandbox %s: %w", sandboxID, err)
+	if err := s.snapshotInto(ctx, sandboxID, tmp, sn.FilesOnly); err != nil {
+		return Snapshot{}, err
 	}
 	lock := s.snapLocks.get(sn.ID)
 	lock.Lock()
@@ -347,6 +334,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, team, ref string) error {
 	if err := os.RemoveAll(s.snapshotDir(sn.ID)); err != nil {
 		s.log.Error("remove snapshot files", "snapshot", sn.ID, "err", err)
 	}
+	s.snapLocks.drop(sn.ID)
 	s.log.Info("snapshot deleted", "snapshot", sn.ID)
 	return nil
 }
@@ -459,4 +447,94 @@ func (s *Service) startFromSnapshot(ctx context.Context, rec *Record, sn Snapsho
 		current = s.EnvdToken(sn.SandboxID)
 	}
 	return s.initEnvd(ctx, rec, tpl.Env, current)
+}
+
+// MaxForks bounds the sandboxes one fork request creates.
+const MaxForks = 20
+
+// ForkResult is one sandbox of a fork, or why it could not start.
+type ForkResult struct {
+	Record Record
+	Err    error
+}
+
+// Fork snapshots a running or paused sandbox of team once and creates count
+// independent sandboxes from it, each living for timeout; each succeeds or
+// fails on its own. The snapshot is not kept.
+func (s *Service) Fork(ctx context.Context, team, id string, count int, timeout time.Duration) ([]ForkResult, error) {
+	if s.cfg.SnapshotDir == "" {
+		return nil, fmt.Errorf("%w: snapshots are not configured", ErrNotReady)
+	}
+	if count < 1 || count > MaxForks {
+		return nil, fmt.Errorf("%w: count must be between 1 and %d", ErrInvalid, MaxForks)
+	}
+	if timeout <= 0 || timeout > s.cfg.MaxTimeout {
+		return nil, fmt.Errorf("%w: timeout must be positive and at most %s", ErrInvalid, s.cfg.MaxTimeout)
+	}
+	src, err := s.loadForTeam(ctx, team, id)
+	if err != nil {
+		return nil, err
+	}
+	sn := Snapshot{
+		ID: "fork" + newSnapshotID()[4:], Team: team, SandboxID: id, CreatedAt: s.now().UTC(),
+		TemplateID: src.TemplateID, Alias: src.Alias, CPUs: src.CPUs, MemoryMB: src.MemoryMB, DiskMB: src.DiskMB,
+		EnvdVersion: src.EnvdVersion, EnvVars: src.EnvVars, User: src.User, Workdir: src.Workdir, Secure: src.Secure,
+	}
+	if err := s.memoryAvailable(ctx); err != nil {
+		sn.FilesOnly = true
+	}
+	if err := s.snapshotInto(ctx, id, s.snapshotDir(sn.ID), sn.FilesOnly); err != nil {
+		return nil, err
+	}
+	defer func() {
+		s.snapLocks.drop(sn.ID)
+		if err := os.RemoveAll(s.snapshotDir(sn.ID)); err != nil {
+			s.log.Error("remove fork snapshot", "sandbox", id, "err", err)
+		}
+	}()
+	req := CreateRequest{
+		Team: team, Timeout: timeout, Metadata: src.Metadata, Secure: src.Secure,
+		Internet: src.Internet, InternetSet: src.InternetSet, PublicTraffic: src.PublicTraffic,
+		MaskRequestHost: src.MaskRequestHost, AutoPause: src.AutoPause, AutoResume: src.AutoResume,
+		AutoPauseFilesOnly: src.AutoPauseFilesOnly,
+	}
+	out := make([]ForkResult, count)
+	sem := make(chan struct{}, 4) // restores read the same images; a few at a time
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			rec, err := s.createFromSnapshot(ctx, req, sn)
+			out[i] = ForkResult{Record: rec, Err: err}
+		}()
+	}
+	wg.Wait()
+	s.event(id, "sandbox forked", "count", fmt.Sprint(count))
+	return out, nil
+}
+
+// snapshotInto writes a snapshot of sandbox id into dir (which must not
+// exist), holding the sandbox against other lifecycle operations.
+func (s *Service) snapshotInto(ctx context.Context, id, dir string, filesOnly bool) error {
+	release, err := s.claim(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := s.waitSave(ctx, id); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.cfg.SnapshotDir, 0o711); err != nil {
+		return fmt.Errorf("snapshot dir: %w", err)
+	}
+	if err := os.Chmod(s.cfg.SnapshotDir, 0o711); err != nil {
+		return fmt.Errorf("snapshot dir: %w", err)
+	}
+	if err := s.cfg.Runtime.Snapshot(ctx, id, runtime.SnapshotOptions{Dir: dir, FilesOnly: filesOnly}); err != nil {
+		return fmt.Errorf("snapshot sandbox %s: %w", id, err)
+	}
+	return nil
 }

@@ -281,6 +281,27 @@ describe('pause, resume and snapshots with memory (paddock serve)', () => {
     assert.equal(await src.kill(), true)
   })
 
+  test('fork: two sandboxes from one running sandbox, with its files and processes', T, async () => {
+    const src = await create(undefined, { timeoutMs: 600_000 })
+    await src.files.write('/home/user/fork.txt', 'forked')
+    await src.commands.run(COUNTER('/tmp/counter'), { background: true })
+    await waitCounter(src, 10)
+    const forks = await src.fork({ count: 2, timeoutMs: 600_000 })
+    assert.equal(forks.length, 2)
+    for (const f of forks) {
+      assert.ok(!(f instanceof Error), `fork failed: ${describeError(f)}`)
+      ids.push(f.sandboxId)
+      assert.notEqual(f.sandboxId, src.sandboxId)
+      assert.equal(await f.files.read('/home/user/fork.txt'), 'forked')
+      const c = await readCounter(f)
+      assert.ok(c >= 10, `fork ${f.sandboxId}: counter ${c}, not continuing`)
+      await waitCounter(f, c + 3)
+      assert.equal(await f.kill(), true)
+    }
+    assert.equal((await Sandbox.listSnapshots(opts({ sandboxId: src.sandboxId })).nextItems()).length, 0, 'a fork keeps no snapshot')
+    assert.equal(await src.kill(), true)
+  })
+
   test('bad input: pause of an unknown or killed sandbox is 404, double pause is 409', T, async () => {
     const unknown = await rejection(Sandbox.pause('i0000000000nosuchsandbox', opts()), 'pause unknown')
     assert.ok(unknown instanceof sdk.SandboxNotFoundError, describeError(unknown))
