@@ -142,3 +142,45 @@ func BenchmarkPauseResume(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckpointRestore measures one memory Checkpoint (the sandbox is
+// written to disk and its processes end) plus one Restore until envd
+// answers /health again, for an idle sandbox on the network manager.
+func BenchmarkCheckpointRestore(b *testing.B) {
+	d := newNetDriver(b)
+	rt := d.open(b, newRoot(b), nil)
+	defer rt.Close()
+	ctx := context.Background()
+	id := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: layers}); err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Destroy(ctx, id)
+	hctx, cancel := context.WithTimeout(ctx, conformance.HealthTimeout)
+	defer cancel()
+	if err := conformance.WaitHealthy(hctx, rt, id); err != nil {
+		b.Fatal(err)
+	}
+	var dump, restore time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := rt.Checkpoint(ctx, id, runtime.CheckpointOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := rt.Restore(ctx, id, runtime.RestoreOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, conformance.HealthTimeout)
+		err := conformance.WaitHealthy(wctx, rt, id)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		dump += t1.Sub(t0)
+		restore += time.Since(t1)
+	}
+	b.ReportMetric(float64(dump.Milliseconds())/float64(b.N), "dump-ms/op")
+	b.ReportMetric(float64(restore.Milliseconds())/float64(b.N), "restore-ms/op")
+}
