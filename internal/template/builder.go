@@ -34,9 +34,8 @@ const (
 	// managers need more than a small template's sandboxes).
 	buildMinMemoryMB = 2048
 	buildPids        = 4096
-	// maxLayerPathBytes leaves room in the kernel's one-page limit on mount
-	// options for the upper and work dirs.
-	maxLayerPathBytes = 3500
+	// maxLayers bounds a template's layers (overlayfs stacks at most 500).
+	maxLayers = 128
 )
 
 // BuildRequest asks for a new build of a template (E2B's
@@ -334,7 +333,7 @@ func (b *builder) run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := checkLayerPaths(b.m.layers, b.st.Layers); err != nil {
+	if err := checkLayers(b.st.Layers); err != nil {
 		return failAt(PhaseFinalize, "%v", err)
 	}
 	if err := b.finalize(ctx); err != nil {
@@ -519,7 +518,7 @@ func (b *builder) inSandbox(ctx context.Context, step string, fn func(*client.Cl
 // sandbox starts a build sandbox on the current state and returns its ID,
 // an initialised envd client and the function that destroys it.
 func (b *builder) sandbox(ctx context.Context) (string, *client.Client, func(), error) {
-	if err := checkLayerPaths(b.m.layers, b.st.Layers); err != nil {
+	if err := checkLayers(b.st.Layers); err != nil {
 		return "", nil, nil, err
 	}
 	paths := make([]string, len(b.st.Layers))
@@ -583,15 +582,11 @@ func ignoreEOF(err error) error {
 	return err
 }
 
-// checkLayerPaths fails when the layers' paths would not fit the
-// kernel's limit on overlayfs mount options.
-func checkLayerPaths(l *Layers, digests []string) error {
-	total := 0
-	for _, d := range digests {
-		total += len(l.Path(d)) + 1
-	}
-	if total > maxLayerPathBytes {
-		return fmt.Errorf("the template would have %d layers, more than a sandbox's root filesystem can stack here; combine RUN steps (one layer per RUN, COPY and WORKDIR that changes files)", len(digests))
+// checkLayers fails when a template would have more layers than a
+// sandbox's root filesystem should stack.
+func checkLayers(digests []string) error {
+	if len(digests) > maxLayers {
+		return fmt.Errorf("the template would have %d layers, more than the %d a sandbox's root filesystem stacks; combine RUN steps (one layer per RUN, COPY and WORKDIR that changes files)", len(digests), maxLayers)
 	}
 	return nil
 }

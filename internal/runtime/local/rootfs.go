@@ -58,12 +58,55 @@ func mountOverlay(dir string, layers []string) (string, error) {
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,index=off,redirect_dir=off,metacopy=off",
 		strings.Join(lower, ":"), upper, work)
 	if len(opts) > maxMountData {
-		return "", fmt.Errorf("rootfs: overlay options are %d bytes, over the kernel's limit of %d (too many or too long layer paths)", len(opts), maxMountData)
+		// mount(2) takes one page of options: pass the layers one by one.
+		if err := mountOverlayLayers(merged, lower, upper, work); err != nil {
+			return "", fmt.Errorf("rootfs: mount overlay of %d layers on %s: %w", len(lower), merged, err)
+		}
+		return merged, nil
 	}
 	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
 		return "", fmt.Errorf("rootfs: mount overlay on %s: %w", merged, err)
 	}
 	return merged, nil
+}
+
+// mountOverlayLayers mounts the overlay with the new mount API, one
+// "lowerdir+" per layer (highest first, Linux 6.8+), for stacks whose
+// paths do not fit in mount(2)'s one page of options.
+func mountOverlayLayers(merged string, lower []string, upper, work string) error {
+	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen overlay: %w", err)
+	}
+	defer unix.Close(fd)
+	set := func(k, v string) error {
+		if err := unix.FsconfigSetString(fd, k, v); err != nil {
+			return fmt.Errorf("overlay option %s=%s: %w", k, v, err)
+		}
+		return nil
+	}
+	for _, l := range lower {
+		if err := set("lowerdir+", l); err != nil {
+			return err
+		}
+	}
+	for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}, {"index", "off"}, {"redirect_dir", "off"}, {"metacopy", "off"}} {
+		if err := set(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	if err := unix.FsconfigCreate(fd); err != nil {
+		return fmt.Errorf("create overlay: %w", err)
+	}
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount overlay: %w", err)
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, merged, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move overlay mount to %s: %w", merged, err)
+	}
+	return nil
 }
 
 // unmountAll unmounts everything mounted at or below dir and checks that
