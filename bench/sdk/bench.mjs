@@ -176,7 +176,8 @@ async function sectionCommands() {
   }
   const host = await pb.run(['exec', '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(Math.max(cfg.streamRuns, 3))])
   row('commands.true', 'commands', 'commands.run("true") (default user, `bash -l -c`)', 'ms', summarize(runMs), summarize(host.samples.true), 'host fork+exec of `true`')
-  row('commands.root', 'commands', 'commands.run("true", {user:"root"})', 'ms', summarize(rootMs), summarize(host.samples.bash_c_true), 'host fork+exec of `bash -c true`')
+  row('commands.root', 'commands', 'commands.run("true", {user:"root"})', 'ms', summarize(rootMs), summarize(host.samples.bash_l_true), 'host fork+exec of `bash -l -c true` (no dotfiles)')
+  row('commands.hostbash', 'commands', '(host reference) `bash -c true`', 'ms', summarize(host.samples.bash_c_true), summarize(host.samples.true), 'host fork+exec of `true`')
   const bytes = cfg.streamMiB << 20
   row('commands.stream', 'commands', `stdout streaming (${cfg.streamMiB} MiB, onStdout)`, 'MiB/s', mibps(bytes, median(streamMs)), mibps(host.values.stream_bytes, median(host.samples.stream)), 'host pipe from `head -c`')
 }
@@ -192,24 +193,43 @@ async function sectionFiles() {
   const s = await createSandbox()
   const fsrv = await pb.fileServer(scratch('files'))
   const base = `http://${fsrv.addr}/files`
+  // The same download through the proxy and envd with fetch, asking for
+  // identity: what files.read would cost without on-the-fly gzip.
+  const proxied = (p) => `${serve.url}/files?path=${encodeURIComponent(p)}`
+  const proxyHeaders = { 'E2b-Sandbox-Id': s.sandboxId, 'E2b-Sandbox-Port': '49983', 'X-Access-Token': s.envdAccessToken ?? '' }
+  const opTimeout = 60_000
   try {
     for (const z of sizes) {
       const data = randomBytes(z.bytes)
       const ab = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)
-      const w = [], r = [], bw = [], br = []
+      const w = [], r = [], ri = [], bw = [], br = []
+      let readFailed = null
       const warm = z.bytes > 8 << 20 ? 1 : 3
       for (let i = -warm; i < z.runs; i++) {
         const p = `/tmp/bench-${i & 3}.bin`
-        let t0 = performance.now()
-        await s.files.write(p, ab)
-        let t1 = performance.now()
-        const got = await s.files.read(p, { format: 'bytes' })
-        let t2 = performance.now()
-        if (got.byteLength !== z.bytes) throw new Error(`files.read ${p}: ${got.byteLength} bytes, want ${z.bytes}`)
+        const t0 = performance.now()
+        await s.files.write(p, ab, { requestTimeoutMs: opTimeout })
+        const t1 = performance.now()
+        if (i >= 0) w.push(t1 - t0)
+        if (!readFailed) {
+          try {
+            const got = await s.files.read(p, { format: 'bytes', requestTimeoutMs: opTimeout })
+            if (got.byteLength !== z.bytes) throw new Error(`files.read ${p}: ${got.byteLength} bytes, want ${z.bytes}`)
+            if (i >= 0) r.push(performance.now() - t1)
+          } catch (e) {
+            readFailed = `files.read ${z.label} failed after ${((performance.now() - t1) / 1000).toFixed(1)} s (${r.length} runs done): ${e.message}`
+            log(readFailed)
+            extra.notes.push(readFailed)
+          }
+        }
+        const t2 = performance.now()
+        const ir = await fetch(proxied(p), { headers: { ...proxyHeaders, 'Accept-Encoding': 'identity' } })
+        const ib = await ir.arrayBuffer()
+        if (ir.status !== 200 || ib.byteLength !== z.bytes) throw new Error(`GET /files identity through the proxy: ${ir.status}, ${ib.byteLength} bytes`)
+        const t3 = performance.now()
         // The baseline: the same multipart upload and download with fetch.
         const form = new FormData()
         form.append('file', new Blob([ab]), p)
-        const t3 = performance.now()
         const pr = await fetch(`${base}?path=${encodeURIComponent(p)}`, { method: 'POST', body: form })
         await pr.arrayBuffer()
         const t4 = performance.now()
@@ -218,13 +238,16 @@ async function sectionFiles() {
         const t5 = performance.now()
         if (pr.status !== 200 || gb.byteLength !== z.bytes) throw new Error(`file server baseline: ${pr.status}, ${gb.byteLength} bytes`)
         if (i < 0) continue
-        w.push(t1 - t0), r.push(t2 - t1), bw.push(t4 - t3), br.push(t5 - t4)
+        ri.push(t3 - t2), bw.push(t4 - t3), br.push(t5 - t4)
       }
+      const key = (k) => (z.bytes === 64 << 20 ? `files.${k}64` : `files.${k}tp.${z.bytes}`)
       row(`files.write.${z.bytes}`, 'files', `files.write ${z.label}`, 'ms', summarize(w), summarize(bw), 'Go file server on loopback (multipart POST, fetch)')
-      row(`files.read.${z.bytes}`, 'files', `files.read ${z.label}`, 'ms', summarize(r), summarize(br), 'Go file server on loopback (GET, fetch)')
+      row(`files.read.${z.bytes}`, 'files', `files.read ${z.label}${readFailed ? ' (FAILED, see notes)' : ''}`, 'ms', summarize(r), summarize(br), 'Go file server on loopback (GET, fetch)')
+      row(`files.readid.${z.bytes}`, 'files', `GET /files ${z.label} via proxy, Accept-Encoding: identity (fetch)`, 'ms', summarize(ri), summarize(br), 'Go file server on loopback (GET, fetch)')
       if (z.bytes >= 1 << 20) {
-        row(z.bytes === 64 << 20 ? 'files.write64' : `files.writetp.${z.bytes}`, 'files', `files.write ${z.label} throughput`, 'MiB/s', mibps(z.bytes, median(w)), mibps(z.bytes, median(bw)), 'Go file server on loopback')
-        row(z.bytes === 64 << 20 ? 'files.read64' : `files.readtp.${z.bytes}`, 'files', `files.read ${z.label} throughput`, 'MiB/s', mibps(z.bytes, median(r)), mibps(z.bytes, median(br)), 'Go file server on loopback')
+        row(key('write'), 'files', `files.write ${z.label} throughput`, 'MiB/s', mibps(z.bytes, median(w)), mibps(z.bytes, median(bw)), 'Go file server on loopback')
+        row(key('read'), 'files', `files.read ${z.label} throughput`, 'MiB/s', readFailed && r.length === 0 ? null : mibps(z.bytes, median(r)), mibps(z.bytes, median(br)), 'Go file server on loopback')
+        row(key('readid'), 'files', `GET /files ${z.label} identity via proxy throughput`, 'MiB/s', mibps(z.bytes, median(ri)), mibps(z.bytes, median(br)), 'Go file server on loopback')
       }
     }
   } finally {
@@ -235,7 +258,7 @@ async function sectionFiles() {
 
 /** envd directly vs through the proxy (Go client), for the proxy's cost. */
 async function sectionEnvd() {
-  const r = await pb.run(['envd', '--api', serve.url, '--key', serve.apiKey, '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(cfg.streamRuns)])
+  const r = await pb.run(['envd', '--api', serve.url, '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(cfg.streamRuns)])
   row('proxy.health', 'proxy', 'GET envd /health through the proxy (Go client)', 'ms', summarize(r.samples.health_proxy), summarize(r.samples.health_direct), 'same, dialled inside the sandbox netns (no proxy)')
   row('proxy.run', 'proxy', 'process.Start `bash -l -c true` through the proxy (Go client)', 'ms', summarize(r.samples.run_true_proxy), summarize(r.samples.run_true_direct), 'same, no proxy')
   row('proxy.stream', 'proxy', `stdout stream ${cfg.streamMiB} MiB through the proxy (Go client)`, 'MiB/s', mibps(r.values.stream_bytes, median(r.samples.stream_proxy)), mibps(r.values.stream_bytes, median(r.samples.stream_direct)), 'same, no proxy')
@@ -293,7 +316,7 @@ async function sectionDensity() {
   const buckets = []
   for (let i = 0; i < lat.length; i += 50) buckets.push({ from: i + 1, to: Math.min(i + 50, lat.length), s: summarize(lat.slice(i, i + 50)) })
   extra.buckets = buckets
-  extra.density = { n, stop }
+  extra.density = { n, stop, memAvailableFull: m1.MemAvailable }
   row('density.count', 'density', `idle sandboxes created (stop: ${stop})`, 'count', n, idle.values.count, 'libcontainer floor (`sleep infinity`, 50 measured)')
   row('density.host', 'density', 'host memory per idle sandbox (MemAvailable delta)', 'MiB', (m0.MemAvailable - m1.MemAvailable) / n / MiB, idle.values.host_mib_per_container, 'libcontainer floor, per container')
   row('density.cgusage', 'density', 'cgroup memory.usage per sandbox (incl. page cache)', 'MiB', usage / n / MiB, idle.values.cgroup_usage_mib_per_container, 'libcontainer floor')
@@ -310,7 +333,7 @@ async function sectionDensity() {
 async function sectionControl(ids) {
   const idsFile = path.join(cfg.outDir, 'ids.txt')
   fs.writeFileSync(idsFile, ids.join('\n') + '\n')
-  const common = ['--key', serve.apiKey, '-c', String(cfg.loadConcurrency), '-d', `${cfg.loadSeconds}s`]
+  const common = ['-c', String(cfg.loadConcurrency), '-d', `${cfg.loadSeconds}s`]
   for (const [kind, label, url] of [
     ['list', `GET /v2/sandboxes (page of ≤100, ${ids.length} alive)`, `${serve.url}/v2/sandboxes`],
     ['get', `GET /sandboxes/{id} (${ids.length} alive)`, `${serve.url}/sandboxes/{id}`],
@@ -346,6 +369,11 @@ async function sectionKill(ids) {
     if (left.length) stragglers.push(`${id}: ${left.join(', ')}`)
     killMs.push(t1 - t0)
     goneMs.push(t2 - t0)
+  }
+  await sleep(5000)
+  if (extra.density?.memAvailableFull && ids.length) {
+    const freed = res.meminfo().MemAvailable - extra.density.memAvailableFull
+    row('density.released', 'density', `host memory released per sandbox after killing all ${ids.length} (MemAvailable delta)`, 'MiB', freed / ids.length / (1 << 20), extra.idle?.values?.host_mib_per_container, 'libcontainer floor, per container (at creation)')
   }
   if (stragglers.length) extra.notes.push(`kill: ${stragglers.length} sandboxes left resources after 10 s: ${stragglers.slice(0, 3).join('; ')}`)
   const floorKill = extra.idle?.samples?.kill_cleanup
@@ -432,6 +460,7 @@ process.once('SIGINT', () => {
 
 try {
   await serve.start()
+  pb.setApiKey(serve.apiKey)
   if (want('create')) await sectionCreate()
   if (want('concurrent')) await sectionConcurrent()
   if (want('commands')) await sectionCommands()

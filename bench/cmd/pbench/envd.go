@@ -199,7 +199,7 @@ func (p *envdPath) run(ctx context.Context, cmd string) (int64, error) {
 func runEnvd(args []string) (*result, error) {
 	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
 	api := fs.String("api", "", "paddock serve base URL, e.g. http://127.0.0.1:3000")
-	key := fs.String("key", "", "API key")
+	key := fs.String("key", os.Getenv("PADDOCK_API_KEY"), "API key (default $PADDOCK_API_KEY)")
 	netnsDir := fs.String("netns-dir", "/run/paddock/netns", "where paddock's network manager keeps namespace files")
 	n := fs.Int("n", 200, "runs of each request kind per path")
 	streamMiB := fs.Int("stream-mib", 64, "MiB streamed per stdout run")

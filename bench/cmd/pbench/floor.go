@@ -24,6 +24,7 @@ type floorFlags struct {
 	layer, work string
 	n, warmup   int
 	conc        int
+	shell       string
 	knobs       knobs
 }
 
@@ -35,6 +36,7 @@ func parseFloorFlags(name string, args []string, n int) (floorFlags, error) {
 	fs.IntVar(&f.n, "n", n, "containers")
 	fs.IntVar(&f.warmup, "warmup", 3, "unmeasured runs first")
 	fs.IntVar(&f.conc, "c", 1, "floor: containers started at once per round (n is rounded up to whole rounds)")
+	fs.StringVar(&f.shell, "sh", "", "diagnosis: run `/bin/sh -c SH` as init instead of /bin/true")
 	fs.BoolVar(&f.knobs.noSeccomp, "no-seccomp", false, "diagnosis: no seccomp filter")
 	fs.StringVar(&f.knobs.netns, "netns", "", "diagnosis: join this network namespace (e.g. /run/netns/x) instead of making one")
 	if err := fs.Parse(args); err != nil {
@@ -162,7 +164,11 @@ func runFloor(args []string) (*result, error) {
 		}
 		id := "floor-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(i+f.warmup)
 		t0 := time.Now()
-		fc, err := startFloor(f, id, []string{"/bin/true"}, r)
+		args := []string{"/bin/true"}
+		if f.shell != "" {
+			args = []string{"/bin/sh", "-c", f.shell}
+		}
+		fc, err := startFloor(f, id, args, r)
 		if err != nil {
 			return nil, err
 		}

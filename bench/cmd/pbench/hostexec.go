@@ -28,10 +28,18 @@ func runExec(args []string) (*result, error) {
 	for _, c := range []struct {
 		name string
 		argv []string
-	}{{"true", []string{"/bin/true"}}, {"bash_c_true", []string{"/bin/bash", "-c", "true"}}} {
+	}{
+		{"true", []string{"/bin/true"}},
+		{"bash_c_true", []string{"/bin/bash", "-c", "true"}},
+		// A login shell as the SDK's commands.run starts, without this
+		// host's own dotfiles (HOME has none): Debian's /etc/profile only.
+		{"bash_l_true", []string{"/bin/bash", "-l", "-c", "true"}},
+	} {
 		for i := -5; i < *n; i++ {
 			t0 := time.Now()
-			if err := exec.Command(c.argv[0], c.argv[1:]...).Run(); err != nil {
+			cmd := exec.Command(c.argv[0], c.argv[1:]...)
+			cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
+			if err := cmd.Run(); err != nil {
 				return nil, fmt.Errorf("%v: %w", c.argv, err)
 			}
 			if i >= 0 {

@@ -24,7 +24,7 @@ func runLoadgen(args []string) (*result, error) {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	url := fs.String("url", "", "URL to GET; {id} is replaced by the next of --ids")
 	idsFile := fs.String("ids", "", "file with one ID per line for {id}")
-	key := fs.String("key", "", "X-API-KEY header")
+	key := fs.String("key", os.Getenv("PADDOCK_API_KEY"), "X-API-KEY header (default $PADDOCK_API_KEY)")
 	conc := fs.Int("c", 16, "concurrent workers (connections)")
 	dur := fs.Duration("d", 5*time.Second, "duration")
 	baseline := fs.Bool("baseline", false, "GET the URL once, then load a static loopback Go server returning that response")

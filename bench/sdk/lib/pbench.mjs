@@ -6,13 +6,19 @@ export class PBench {
   constructor(bin, log) {
     this.bin = bin
     this.log = log
+    this.env = { ...process.env }
+  }
+
+  /** Passes the API key in the environment (never on a command line or in the log). */
+  setApiKey(key) {
+    this.env.PADDOCK_API_KEY = key
   }
 
   /** Runs `pbench <args>` and returns its {samples, values, notes}. */
   run(args, { timeoutMs = 30 * 60_000 } = {}) {
     this.log(`pbench ${args.join(' ')}`)
     return new Promise((resolve, reject) => {
-      execFile(this.bin, args, { maxBuffer: 256 << 20, timeout: timeoutMs }, (err, stdout, stderr) => {
+      execFile(this.bin, args, { maxBuffer: 256 << 20, timeout: timeoutMs, env: this.env }, (err, stdout, stderr) => {
         if (err) {
           reject(new Error(`pbench ${args[0]} failed: ${err.message}\n${stderr}`))
           return
