@@ -362,9 +362,6 @@ func (b *builder) base(ctx context.Context) error {
 	} else {
 		b.logf(LevelInfo, PhaseBase, "[base] FROM template %s", b.spec.FromTemplate)
 		t, err = b.m.reg.Resolve(ctx, b.spec.FromTemplate, b.rec.Team)
-		if err == nil && t.ID == b.rec.TemplateID && len(b.spec.Steps) == 0 {
-			b.logf(LevelWarn, PhaseBase, "building %s from itself without steps", t.ID)
-		}
 	}
 	if err != nil {
 		return failAt(PhaseBase, "base %s: %v", b.spec.FromImage+b.spec.FromTemplate, err)
