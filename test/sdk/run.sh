@@ -8,6 +8,7 @@
 #   test/sdk/run.sh serve        envd + platform suites through `paddock serve`, e2b 2.51 and 2.50
 #   test/sdk/run.sh quickstart   the README quick start: a fresh `paddock serve`, its key, `apikey`
 #   test/sdk/run.sh bench-serve  Sandbox.create() and commands.run latency through serve (measured)
+#   test/sdk/run.sh host         isolation + lifecycle robustness against their own `paddock serve` (host-side checks)
 #
 # Environment: PADDOCK_BIN (default bin/paddock), SDK_TEST_PATTERN (passed to
 # node --test-name-pattern). Logs and reports go to test/sdk/.out/.
@@ -31,6 +32,7 @@ die() { log "error: $*"; exit 2; }
 cleanup() {
 	stop_envd
 	serve_cleanup || true
+	host_cleanup || true
 	# Scratch directories the suites create on this host (debug mode runs on the host).
 	rm -rf "/tmp/paddock-sdk-$run_id" "/home/user/.paddock-sdk-$run_id" 2>/dev/null || true
 }
@@ -309,9 +311,57 @@ suite_pause() {
 	run_node_suite_env "pause" pause.test.mjs PADDOCK_BIN="$bin"
 }
 
+# ---- isolation and robustness (issue 3, checks 2 and 3) --------------------
+# Their own `paddock serve` (data dir, port, bridge and /24 of their own),
+# which the tests start, SIGKILL and restart themselves (lib/host.mjs): it
+# listens on 0.0.0.0 so "the control-plane port is unreachable from a
+# sandbox" is checked against a port that is really open. This step gives
+# both files the same environment and afterwards stops anything left, checks
+# the host and removes the bridge, nftables table and data dir.
+
+host_work=
+host_bridge=pdh$((run_id % 100000))
+
+suite_host() {
+	[[ $(id -u) == 0 ]] || die "the host suites need root (paddock serve, /proc, /sys, network namespaces)"
+	[[ -x $bin ]] || die "$bin not found: run 'make build' first"
+	mkdir -p "$out"
+	host_work=$(mktemp -d /tmp/paddock-sdk-host.XXXXXX)
+	chmod 711 "$host_work"
+	local port subnet rc=0
+	port=$(node "$here/lib/serve-host.mjs" free-port) || return 2
+	subnet=$(node "$here/lib/serve-host.mjs" pick-subnet "$((run_id + 1))") || return 2
+	local envs=(PADDOCK_BIN="$bin" PADDOCK_HOST_WORK="$host_work" PADDOCK_HOST_PORT="$port"
+		PADDOCK_HOST_BRIDGE="$host_bridge" PADDOCK_HOST_SUBNET="$subnet")
+	log "host suites: their own paddock serve on 0.0.0.0:$port, bridge $host_bridge, subnet $subnet, data $host_work/data"
+	run_node_suite_env "isolation" isolation.test.mjs "${envs[@]}" || rc=1
+	run_node_suite_env "robustness" robustness.test.mjs "${envs[@]}" || rc=1
+	host_cleanup || rc=1
+	return "$rc"
+}
+
+host_cleanup() {
+	[[ -n $host_work ]] || return 0
+	local rc=0
+	cp "$host_work/serve.log" "$out/host-serve.log" 2>/dev/null || true
+	env PADDOCK_BIN="$bin" PADDOCK_HOST_WORK="$host_work" PADDOCK_HOST_BRIDGE="$host_bridge" \
+		PADDOCK_HOST_PORT="$(node "$here/lib/serve-host.mjs" free-port)" PADDOCK_HOST_SUBNET=unused \
+		node "$here/lib/host.mjs" cleanup >&2 || rc=1
+	node "$here/lib/serve-host.mjs" check-host "$host_work/data" "$host_bridge" >&2 || rc=1
+	node "$here/lib/serve-host.mjs" teardown-network "$host_bridge" >&2 || rc=1
+	if grep -qF " $host_work/" /proc/self/mountinfo; then
+		log "error: mounts remain under $host_work; leaving it in place"
+		rc=1
+	else
+		rm -rf "$host_work"
+	fi
+	host_work=
+	return "$rc"
+}
+
 # ---- main ----------------------------------------------------------------
 
-all_suites=(envd ingress serve quickstart templates pause)
+all_suites=(envd ingress serve quickstart templates pause host)
 suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=("${all_suites[@]}")
 
@@ -328,6 +378,7 @@ for s in "${suites[@]}"; do
 	quickstart) suite_quickstart || status=1 ;;
 	pause) suite_pause || status=1 ;;
 	templates) suite_templates || status=1 ;;
+	host) suite_host || status=1 ;;
 	bench) bench_envd || status=1 ;;
 	bench-serve) bench_serve || status=1 ;;
 	*) die "unknown suite '$s' (known: ${all_suites[*]} bench bench-serve)" ;;
