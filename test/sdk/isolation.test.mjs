@@ -251,9 +251,10 @@ for ip in sys.argv[1:]:
     const oom0 = oomKills()
     assert.ok(Number.isFinite(oom0), 'memory.oom_control reports oom_kill')
 
-    // One 64 GiB block: refused outright (MemoryError) or killed.
-    const once = await sh(a, `python3 -c 'b = bytearray(64 << 30); print("allocated")'`, { timeoutMs: 60_000 })
-    assert.notEqual(once.exitCode, 0, `bytearray(64 GiB) succeeded: ${JSON.stringify(once)}`)
+    // One 64 GiB block, filled (so a host with overcommit_memory=1 cannot
+    // hand out untouched pages): refused outright (MemoryError) or killed.
+    const once = await sh(a, `python3 -c 'b = bytearray(b"\\x01") * (64 << 30); print("allocated")'`, { timeoutMs: 60_000 })
+    assert.notEqual(once.exitCode, 0, `a filled 64 GiB bytearray succeeded: ${JSON.stringify(once)}`)
     assert.ok(!once.stdout.includes('allocated'))
     assert.ok(/MemoryError/.test(once.stderr) || /killed/.test(once.error ?? ''), `want MemoryError or a kill: ${JSON.stringify(once)}`)
 
