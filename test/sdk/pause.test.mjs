@@ -201,6 +201,33 @@ describe('pause, resume and snapshots with memory (paddock serve)', () => {
     assert.equal(await back.kill(), true)
   })
 
+  test('keepMemory false pauses files only, onResume reboot boots afresh: files kept, processes gone, envd initialised', T, async () => {
+    const sbx = await create(undefined, { timeoutMs: 600_000 })
+    const id = sbx.sandboxId
+    await sbx.files.write('/home/user/f.txt', 'files only')
+    const counterOnHost = join(dataDir, 'runtime', 'sandboxes', id, 'upper', 'tmp', 'counter')
+    for (const how of ['keepMemory false', 'onResume reboot']) {
+      const proc = await sbx.commands.run(COUNTER('/tmp/counter'), { background: true })
+      await waitCounter(sbx, Number(await sbx.files.read('/tmp/counter').catch(() => 0)) + 5)
+      if (how === 'keepMemory false') {
+        assert.equal(await sbx.pause({ keepMemory: false }), true)
+      } else {
+        assert.equal(await sbx.pause(), true)
+      }
+      await waitFor(() => cgroupGone(id), { timeoutMs: 60_000, what: `${how}: saved` })
+      const back = await Sandbox.connect(id, opts(how === 'onResume reboot' ? { onResume: 'reboot' } : {}))
+      assert.equal(await back.files.read('/home/user/f.txt'), 'files only', `${how}: files kept`)
+      const c = readFileSync(counterOnHost, 'utf8')
+      await sleep(500)
+      assert.equal(readFileSync(counterOnHost, 'utf8'), c, `${how}: the counter process is gone`)
+      const procs = await back.commands.list()
+      assert.ok(!procs.some((p) => p.pid === proc.pid), `${how}: no process kept: ${JSON.stringify(procs)}`)
+      const r = await back.commands.run('echo "$E2B_SANDBOX_ID"')
+      assert.equal(r.stdout.trim(), id, `${how}: envd initialised again`)
+    }
+    assert.equal(await sbx.kill(), true)
+  })
+
   test('auto-pause at a 3 s timeout, then auto-resume through the proxy with in-memory state', T, async (t) => {
     const sbx = await create(undefined, { timeoutMs: 3_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
     const id = sbx.sandboxId
