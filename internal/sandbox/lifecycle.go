@@ -18,6 +18,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.recover(ctx); err != nil {
 		return err
 	}
+	if err := s.cleanSnapshotDir(ctx); err != nil {
+		return err
+	}
 	close(s.ready)
 	s.wg.Add(3)
 	go s.expiryLoop()

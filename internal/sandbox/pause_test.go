@@ -453,6 +453,24 @@ func TestSnapshots(t *testing.T) {
 	if err := s.DeleteSnapshot(ctx, "other", named.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("another team deleting: %v", err)
 	}
+
+	// A restart clears what a crash left beside the recorded snapshots.
+	for _, leftover := range []string{named.ID + ".new-abc", "forkxyz"} {
+		if err := os.Mkdir(filepath.Join(s.cfg.SnapshotDir, leftover), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.cleanSnapshotDir(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(s.cfg.SnapshotDir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if p, _ := s.ListSnapshots(ctx, SnapshotFilter{Team: "t"}); len(names) != len(p.Snapshots) {
+		t.Errorf("snapshot dir holds %v after cleaning; %d snapshots are recorded", names, len(p.Snapshots))
+	}
 }
 
 func TestFork(t *testing.T) {

@@ -538,3 +538,37 @@ func (s *Service) snapshotInto(ctx context.Context, id, dir string, filesOnly bo
 	}
 	return nil
 }
+
+// cleanSnapshotDir removes what a crash left in the snapshot directory:
+// snapshots being written, replaced or forked from, and files of snapshots
+// without a record.
+func (s *Service) cleanSnapshotDir(ctx context.Context) error {
+	if s.cfg.SnapshotDir == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(s.cfg.SnapshotDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read snapshot dir: %w", err)
+	}
+	kvs, err := s.cfg.Store.List(ctx, SnapshotCollection)
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	known := map[string]bool{}
+	for _, kv := range kvs {
+		known[kv.Key] = true
+	}
+	for _, e := range ents {
+		if known[e.Name()] {
+			continue
+		}
+		s.log.Warn("removing leftover snapshot files", "path", filepath.Join(s.cfg.SnapshotDir, e.Name()))
+		if err := os.RemoveAll(filepath.Join(s.cfg.SnapshotDir, e.Name())); err != nil {
+			return fmt.Errorf("remove leftover snapshot files: %w", err)
+		}
+	}
+	return nil
+}
