@@ -247,6 +247,27 @@ func testSnapshot(t *testing.T, h Harness) {
 		t.Errorf("sandboxes from one snapshot share an address: %v (source %s)", addrs, srcInfo.Addr)
 	}
 
+	// A checkpointed sandbox can be snapshotted too (from what it saved).
+	if err := rt.Checkpoint(ctx, src, runtime.CheckpointOptions{FilesOnly: !h.MemoryCheckpoints}); err != nil {
+		t.Fatal(err)
+	}
+	dir2 := filepath.Join(h.NewLayerDir(t), "snapshot")
+	if err := rt.Snapshot(ctx, src, runtime.SnapshotOptions{Dir: dir2}); err != nil {
+		t.Fatalf("Snapshot of a checkpointed sandbox: %v", err)
+	}
+	if got, err := rt.Inspect(ctx, src); err != nil || got.State != runtime.StateCheckpointed {
+		t.Errorf("source after Snapshot: %+v, %v; want still checkpointed", got, err)
+	}
+	fromSaved := NewID()
+	if _, err := rt.CreateFromSnapshot(ctx, runtime.Spec{ID: fromSaved}, dir2); err != nil {
+		t.Fatalf("CreateFromSnapshot of a checkpointed sandbox's snapshot: %v", err)
+	}
+	t.Cleanup(func() { _ = rt.Destroy(context.Background(), fromSaved) })
+	waitHealthy(t, rt, fromSaved)
+	if v, err := envdValue(ctx, rt, fromSaved, "MARK"); err != nil || v != want {
+		t.Errorf("sandbox from a checkpointed sandbox's snapshot: MARK=%q, %v; want %q", v, err, want)
+	}
+
 	// Bad input leaves nothing behind.
 	id := NewID()
 	if _, err := rt.CreateFromSnapshot(ctx, runtime.Spec{ID: id}, h.NewLayerDir(t)); err == nil {
