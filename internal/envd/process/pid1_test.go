@@ -103,7 +103,7 @@ func pid1Main() int {
 
 	// 1. A double fork: the grandchild outlives its parent and is orphaned
 	//    to PID 1; our own child's status must still arrive.
-	out, end, err := runCmd("(sleep 1 & echo $!) ; exit 0")
+	out, end, err := runCmd("(sleep 3 & echo $!) ; exit 0")
 	if err != nil {
 		return fail("double fork: %v", err)
 	}
@@ -113,6 +113,25 @@ func pid1Main() int {
 	orphan, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
 		return fail("orphan pid %q: %v", out, err)
+	}
+
+	// The orphan is adopted by PID 1 (checked now, while it still sleeps).
+	adopted := false
+	for start := time.Now(); time.Since(start) < 2*time.Second; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", orphan))
+		if err != nil {
+			break
+		}
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			if f := strings.Fields(s[i+2:]); len(f) > 1 && f[1] == "1" {
+				adopted = true
+				break
+			}
+		}
+	}
+	if !adopted {
+		return fail("orphan %d was never seen adopted by PID 1", orphan)
 	}
 
 	// 2. Many quick children at once: no status lost to the global reaper.
@@ -138,27 +157,17 @@ func pid1Main() int {
 		return fail("concurrent children: %v", err)
 	}
 
-	// 3. The orphan was adopted by PID 1 and, once it exits, reaped.
-	adopted := false
+	// 3. The orphan (seen adopted above) is reaped once it exits.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", orphan))
 		if err != nil {
 			break // reaped
 		}
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i > 0 {
-			if f := strings.Fields(s[i+2:]); len(f) > 1 && f[1] == "1" {
-				adopted = true
-			}
-		}
 		if time.Now().After(deadline) {
-			return fail("orphan %d not reaped: %s", orphan, s)
+			return fail("orphan %d not reaped: %s", orphan, b)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if !adopted {
-		return fail("orphan %d was never seen adopted by PID 1", orphan)
 	}
 
 	// 4. No zombies anywhere in the namespace.
