@@ -356,18 +356,25 @@ func printBanner(w io.Writer, addr, domain, initialKey, dataDir string) {
 	fmt.Fprintln(w)
 }
 
-// adminSocket is the unix socket of the local admin API in the data dir.
-const adminSocket = "paddock.sock"
+// adminSocket is the unix socket of the local admin API, inside a
+// root-only directory of the data dir.
+const adminSocket = "admin/paddock.sock"
 
 func listenAdmin(path string) (net.Listener, error) {
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("another paddock serve is running on this data dir (%s answers)", path)
 	}
+	// The socket is created inside a 0700 directory, so it is never
+	// reachable by others, without touching the process-wide umask.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create admin socket dir: %w", err)
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
 	_ = os.Remove(path)
-	old := syscall.Umask(0o077)
 	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on admin socket %s: %w", path, err)
 	}
