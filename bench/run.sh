@@ -34,7 +34,10 @@ if [[ -z ${PADDOCK_BIN:-} ]]; then
 fi
 mkdir -p "$here/.out"
 log "building bench/.out/pbench"
-(cd "$root" && CGO_ENABLED=1 go build -tags 'seccomp osusergo netgo' -o "$here/.out/pbench" ./bench/cmd/pbench)
+# Static, as bin/paddock: libcontainer re-executes it as each floor
+# container's init, and a dynamic binary pays the loader on every start.
+(cd "$root" && CGO_ENABLED=1 go build -tags 'seccomp osusergo netgo' \
+	-ldflags '-s -w -linkmode external -extldflags "-static"' -o "$here/.out/pbench" ./bench/cmd/pbench)
 export PBENCH_BIN=$here/.out/pbench
 
 if [[ ! -f $here/sdk/node_modules/e2b/package.json || $here/sdk/package-lock.json -nt $here/sdk/node_modules/.package-lock.json ]]; then

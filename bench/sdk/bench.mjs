@@ -288,7 +288,7 @@ async function sectionDensity() {
     try {
       s = await createSandbox()
     } catch (e) {
-      stop = `create ${i + 1} failed: ${e.message}`
+      stop = `create ${i + 1} failed: ${String(e.message).replace(/\s+/g, ' ').slice(0, 300)}`
       log(stop)
       break
     }
@@ -310,8 +310,7 @@ async function sectionDensity() {
   const cpu0 = res.processCpuSeconds(serve.pid)
   await sleep(10_000)
   const serveCpu = (res.processCpuSeconds(serve.pid) - cpu0) / 10
-  const idle = await pb.run(['idle', '--layer', serve.layer, '--work', scratch('idle'), '--n', String(Math.min(50, Math.max(n, 1)))])
-  extra.idle = idle
+  const idle = extra.idle ?? { values: {}, samples: {} }
   const MiB = 1 << 20
   const buckets = []
   for (let i = 0; i < lat.length; i += 50) buckets.push({ from: i + 1, to: Math.min(i + 50, lat.length), s: summarize(lat.slice(i, i + 50)) })
@@ -458,21 +457,37 @@ process.once('SIGINT', () => {
   stopAll().finally(() => process.exit(130))
 })
 
+/** Runs one section; a failure is reported and the run goes on. */
+async function section(name, fn) {
+  if (!want(name)) return undefined
+  try {
+    return await fn()
+  } catch (e) {
+    const msg = `section ${name} failed: ${String(e.message).split('\n')[0]}`
+    log(`${msg}\n${e.stack}`)
+    extra.notes.push(msg)
+    extra.failedSections = [...(extra.failedSections ?? []), name]
+    return undefined
+  }
+}
+
 try {
   await serve.start()
   pb.setApiKey(serve.apiKey)
-  if (want('create')) await sectionCreate()
-  if (want('concurrent')) await sectionConcurrent()
-  if (want('commands')) await sectionCommands()
-  if (want('files')) await sectionFiles()
-  if (want('envd')) await sectionEnvd()
+  await section('create', sectionCreate)
+  await section('concurrent', sectionConcurrent)
+  await section('commands', sectionCommands)
+  await section('files', sectionFiles)
+  await section('envd', sectionEnvd)
   if (want('density')) {
-    const ids = await sectionDensity()
-    if (want('control')) await sectionControl(ids)
-    if (want('kill')) await sectionKill(ids)
-    else for (const id of ids) await Sandbox.kill(id, serve.sdkOpts).then(() => created.delete(id))
+    // The idle floor first: it shares per-user kernel limits (keys) with the sandboxes.
+    extra.idle = await section('density', () => pb.run(['idle', '--layer', serve.layer, '--work', scratch('idle'), '--n', String(Math.min(50, cfg.densityMax))]))
+    const ids = (await section('density', sectionDensity)) ?? [...created]
+    await section('control', () => sectionControl(ids))
+    await section('kill', () => sectionKill(ids))
+    for (const id of ids) if (created.has(id)) await Sandbox.kill(id, serve.sdkOpts).then(() => created.delete(id)).catch(() => {})
   }
-  if (want('profile')) await sectionProfile()
+  await section('profile', sectionProfile)
 } catch (e) {
   failed = e
   log(`FAILED: ${e.stack || e.message}`)
@@ -485,4 +500,4 @@ try {
 const argv = process.env.BENCH_COMMAND || 'make bench'
 const text = writeReport({ file: cfg.results, facts, cfg, rows, extra, command: argv, failed })
 process.stdout.write(text)
-process.exit(failed ? 1 : 0)
+process.exit(failed || extra.failedSections ? 1 : 0)

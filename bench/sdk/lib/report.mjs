@@ -141,6 +141,7 @@ export function writeReport({ file, facts, cfg, rows, extra, command, failed }) 
   L.push(`| load average (1/5/15 min) | start ${la(facts.loadStart)}, end ${la(facts.loadEnd)} (${facts.cpuCount} CPUs; the machine is shared) |`)
   L.push('')
   if (failed) L.push(`**The run failed before finishing:** ${String(failed.message).split('\n')[0]}`, '')
+  if (extra.failedSections) L.push(`**Sections that failed (see Notes):** ${extra.failedSections.join(', ')}`, '')
 
   L.push('## Results', '')
   L.push('| section | metric | Paddock p50 | p95 | p99 | baseline p50 | p95 | p99 | baseline | ratio |')
