@@ -50,6 +50,7 @@ type Service struct {
 	mu              sync.Mutex
 	subscriberLimit int           // bytes queued per attached stream at most
 	stallTimeout    time.Duration // see DefaultStallTimeout
+	rootTaskLimit   uint64        // RLIMIT_NPROC of processes started as root (0: none)
 	running         map[int]*proc
 	exited          []exitedProc // oldest first
 	closed          bool
@@ -73,7 +74,18 @@ func NewService(state *identity.State, log *slog.Logger) *Service {
 		log.Warn("global reaper unavailable, waiting for own children only", "err", err)
 		r, _ = reaper.New(false, log.With("component", "reaper"))
 	}
+	var rootLimit uint64
+	if global {
+		if own, root := taskLimits(); own > 0 {
+			if err := capOwnTasks(own); err != nil {
+				log.Warn("cannot cap envd's task limit; a fork bomb may exhaust the sandbox's pids", "err", err)
+			} else {
+				rootLimit = root
+			}
+		}
+	}
 	return &Service{
+		rootTaskLimit:   rootLimit,
 		state:           state,
 		log:             log,
 		reaper:          r,
@@ -385,6 +397,9 @@ func (s *Service) start(req *connect.Request[pb.StartRequest]) (*proc, *subscrib
 			"start process '%s' in '%s': %w", strings.Join(argv, " "), dir, err))
 	}
 	p.pid = pid
+	if u.UID == 0 {
+		limitTasks(pid, s.rootTaskLimit)
+	}
 	setOOMScore(pid)
 
 	sub := p.subscribe(limit) // before any output is read

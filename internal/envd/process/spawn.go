@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -180,4 +181,48 @@ func setWinsize(master *os.File, cols, rows uint16) error {
 // so a runaway command is killed before envd.
 func setOOMScore(pid int) {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("100"), 0)
+}
+
+// Task reserves: as PID 1, envd caps its own RLIMIT_NPROC (inherited by
+// every process it starts) envdTaskReserve below the sandbox's pids limit,
+// and processes it starts as root a further rootTaskReserve below, so a
+// fork bomb cannot take the last tasks of the sandbox and leave the Go
+// runtime unable to start a thread (it aborts). RLIMIT_NPROC counts the
+// tasks of one user; processes of other users inherit envd's cap (envd
+// cannot lower their limits: that needs CAP_SYS_RESOURCE).
+const (
+	envdTaskReserve = 64
+	rootTaskReserve = 64
+)
+
+// pidsMaxPath is the sandbox's pids cgroup limit as seen from inside.
+var pidsMaxPath = "/sys/fs/cgroup/pids/pids.max"
+
+// taskLimits returns the RLIMIT_NPROC for envd itself and for the root
+// processes it starts, or zeros when the sandbox has no usable pids limit.
+func taskLimits() (own, root uint64) {
+	b, err := os.ReadFile(pidsMaxPath)
+	if err != nil {
+		return 0, 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 4*(envdTaskReserve+rootTaskReserve) {
+		return 0, 0 // "max", or too small to split
+	}
+	return n - envdTaskReserve, n - envdTaskReserve - rootTaskReserve
+}
+
+// capOwnTasks sets envd's own RLIMIT_NPROC (soft and hard) to limit.
+func capOwnTasks(limit uint64) error {
+	return unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: limit, Max: limit})
+}
+
+// limitTasks lowers the RLIMIT_NPROC of pid (a process of envd's own user)
+// right after it starts, before a login shell could fork. Best effort.
+func limitTasks(pid int, limit uint64) {
+	if limit == 0 {
+		return
+	}
+	rl := unix.Rlimit{Cur: limit, Max: limit}
+	_ = unix.Prlimit(pid, unix.RLIMIT_NPROC, &rl, nil)
 }
