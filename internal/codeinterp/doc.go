@@ -12,6 +12,13 @@
 //	POST   /contexts/{id}/restart -> 200 null (404 text when unknown)
 //	DELETE /contexts/{id}         -> 200 null (404 text when unknown)
 //	GET    /health                -> 200 "OK"
+//	GET    /ready                 -> 200 "OK" once the default contexts are up, else 503 text
+//
+// /ready is Paddock's own (E2B's server has none): it answers 200 once the
+// default contexts started by Server.Start (python for `paddock codeinterp`)
+// have a running kernel, so a template's ready command polling it makes a
+// sandbox's creation return with a warm interpreter; 503 with the reason
+// while they start or after one failed.
 //
 // /execute answers 400 (plain text) when both context_id and language are
 // given, 404 "Context X not found" for an unknown context_id, and otherwise

@@ -67,6 +67,10 @@ type Server struct {
 	closing  chan struct{}
 	execs    sync.WaitGroup // executions still running (their handler may be gone)
 	starts   sync.WaitGroup // background start of the default contexts
+	// startPending counts the default contexts Start has not got up yet;
+	// startErrs has the error of each whose start failed (see /ready).
+	startPending int
+	startErrs    map[string]error
 }
 
 // New returns a server; it starts nothing until Start or the first request.
@@ -106,6 +110,8 @@ func New(cfg Config) (*Server, error) {
 		defaults: map[string]*codeContext{},
 		creating: map[string]chan struct{}{},
 		closing:  make(chan struct{}),
+
+		startErrs: map[string]error{},
 	}
 	s.runtimeDir = cfg.RuntimeDir
 	if s.runtimeDir == "" {
@@ -125,6 +131,7 @@ func New(cfg Config) (*Server, error) {
 
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /health", s.handleHealth)
+	s.mux.HandleFunc("GET /ready", s.handleReady)
 	s.mux.HandleFunc("POST /execute", s.handleExecute)
 	s.mux.HandleFunc("POST /contexts", s.handleCreateContext)
 	s.mux.HandleFunc("GET /contexts", s.handleListContexts)
@@ -146,13 +153,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 // Start creates the default contexts of Config.StartLanguages in the
 // background, so that the first execution does not wait for a kernel.
+// GET /ready answers 200 once they are all up.
 func (s *Server) Start() {
+	s.mu.Lock()
+	s.startPending += len(s.cfg.StartLanguages)
+	s.mu.Unlock()
 	for _, lang := range s.cfg.StartLanguages {
 		s.starts.Add(1)
 		go func() {
 			defer s.starts.Done()
 			t := time.Now()
 			c, err := s.defaultContext(context.Background(), lang)
+			s.mu.Lock()
+			s.startPending--
+			if err != nil {
+				s.startErrs[lang] = err
+			}
+			s.mu.Unlock()
 			if err != nil {
 				s.log.Error("start default context", "language", lang, "err", err)
 				return
@@ -337,6 +354,30 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, "OK")
+}
+
+// handleReady answers 200 "OK" once the default contexts Start began are
+// up (their kernels answer), and 503 with plain text saying what is
+// missing before that or when one failed to start. /health answers as soon
+// as the server listens; a template's ready command uses /ready, so that a
+// new sandbox's first execution finds a warm kernel.
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	pending := s.startPending
+	var failed []string
+	for lang, err := range s.startErrs {
+		failed = append(failed, fmt.Sprintf("the default %s context failed to start: %v", lang, err))
+	}
+	s.mu.Unlock()
+	sort.Strings(failed)
+	switch {
+	case len(failed) > 0:
+		writeText(w, http.StatusServiceUnavailable, strings.Join(failed, "; "))
+	case pending > 0:
+		writeText(w, http.StatusServiceUnavailable, fmt.Sprintf("starting: %d default context(s) not up yet", pending))
+	default:
+		writeJSON(w, http.StatusOK, "OK")
+	}
 }
 
 // maxBody bounds request bodies (code included).

@@ -535,3 +535,64 @@ func TestProcessesAreKilled(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestReady(t *testing.T) {
+	// Without default contexts to start, ready at once.
+	ts := newTestServer(t)
+	if status, body := ts.do(http.MethodGet, "/ready", nil); status != http.StatusOK || strings.TrimSpace(body) != `"OK"` {
+		t.Fatalf("GET /ready without start languages = %d %q, want 200 \"OK\"", status, body)
+	}
+
+	// With python started in the background: 200 only once its kernel is up,
+	// which the default context then shows (it is listed, and runs code).
+	ts = newTestServer(t, func(c *Config) { c.StartLanguages = []string{"python"} })
+	ts.srv.Start()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		status, body := ts.do(http.MethodGet, "/ready", nil)
+		if status == http.StatusOK {
+			break
+		}
+		if status != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
+			t.Fatalf("GET /ready while starting = %d %q, want 503 starting", status, body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /ready still %d %q after 60 s", status, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.srv.mu.Lock()
+	c := ts.srv.defaults[langPython]
+	var k kernel
+	if c != nil {
+		c.mu.Lock()
+		k = c.k
+		c.mu.Unlock()
+	}
+	ts.srv.mu.Unlock()
+	if k == nil {
+		t.Fatal("GET /ready answered 200 before the default python context had a kernel")
+	}
+	ex := ts.runCode("1")
+	wantNoError(t, ex)
+	if ex.Count != 1 {
+		t.Fatalf("first execution after ready has count %d, want 1 (the readiness check must not execute code)", ex.Count)
+	}
+}
+
+func TestReadyReportsStartFailure(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.StartLanguages = []string{"python"}
+		c.Python = filepath.Join(t.TempDir(), "no-python")
+	})
+	ts.srv.Start()
+	ts.srv.starts.Wait()
+	status, body := ts.do(http.MethodGet, "/ready", nil)
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "the default python context failed to start") || !strings.Contains(body, "no-python") {
+		t.Fatalf("GET /ready after a failed start = %d %q, want 503 naming the failure", status, body)
+	}
+	// /health still answers: the server is up, only its kernel is not.
+	if status, _ := ts.do(http.MethodGet, "/health", nil); status != http.StatusOK {
+		t.Fatalf("GET /health = %d, want 200", status)
+	}
+}
