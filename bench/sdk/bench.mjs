@@ -91,10 +91,22 @@ async function kill(s) {
 
 // ---- sections --------------------------------------------------------------------
 
+/** Merges pbench results (samples appended, values of the last). */
+function merge(a, b) {
+  if (!a) return b
+  for (const [k, v] of Object.entries(b.samples ?? {})) a.samples[k] = [...(a.samples[k] ?? []), ...v]
+  Object.assign(a.values, b.values)
+  return a
+}
+
 /** (1) create→usable, sequential (cold, no pool), beside the libcontainer floor and runc. */
 async function sectionCreate() {
-  log(`create→usable: ${cfg.n} sequential (+3 warm-up)`)
+  // The baselines run in chunks between chunks of Paddock creates, so that
+  // changes in machine load hit both alike.
+  const chunks = Math.max(1, Math.min(4, cfg.n))
+  log(`create→usable: ${cfg.n} sequential (+3 warm-up), floor and runc interleaved in ${chunks} chunks`)
   const createMs = [], usableMs = [], firstCmdMs = [], killMs = []
+  let floor = null, runc = null
   for (let i = -3; i < cfg.n; i++) {
     const t0 = performance.now()
     const s = await createSandbox()
@@ -109,9 +121,11 @@ async function sectionCreate() {
     usableMs.push(t2 - t0)
     firstCmdMs.push(t2 - t1)
     killMs.push(t3 - t2)
+    if ((i + 1) % Math.ceil(cfg.n / chunks) === 0 || i === cfg.n - 1) {
+      floor = merge(floor, await pb.run(['floor', '--layer', serve.layer, '--work', scratch('floor'), '--warmup', '1', '--n', String(Math.ceil(cfg.floorN / chunks))]))
+      runc = merge(runc, await pb.run(['runc', '--layer', serve.layer, '--work', scratch('runc'), '--warmup', '1', '--n', String(Math.ceil(Math.min(cfg.floorN, 30) / chunks))]))
+    }
   }
-  const floor = await pb.run(['floor', '--layer', serve.layer, '--work', scratch('floor'), '--n', String(cfg.floorN)])
-  const runc = await pb.run(['runc', '--layer', serve.layer, '--work', scratch('runc'), '--n', String(Math.min(cfg.floorN, 30))])
   row('create.usable', 'create (sequential, cold)', 'Sandbox.create() → first commands.run("true") done', 'ms', summarize(usableMs), summarize(floor.samples.total), 'libcontainer floor (overlay+create+start+`true`)')
   row('create.usable.runc', 'create (sequential, cold)', '… same, against Debian runc', 'ms', summarize(usableMs), summarize(runc.samples.total), `\`runc run\` of \`true\` (${runc.notes?.[0] ?? 'runc'})`)
   row('create.returned', 'create (sequential, cold)', 'Sandbox.create() returned', 'ms', summarize(createMs), summarize(floor.samples.create_start), 'libcontainer Create+Run only')
@@ -338,7 +352,8 @@ async function sectionControl(ids) {
     ['get', `GET /sandboxes/{id} (${ids.length} alive)`, `${serve.url}/sandboxes/{id}`],
   ]) {
     const args = ['loadgen', '--url', url, '--ids', idsFile, ...common]
-    const p = await pb.run(args)
+    const { out: p, top } = await profileWhile(`control-${kind}`, Math.max(1, cfg.loadSeconds - 1), () => pb.run(args))
+    if (kind === 'list') extra.listTop = top
     const b = await pb.run([...args, '--baseline'])
     if (p.values.errors) extra.notes.push(`${label}: ${p.values.errors} errors (${p.notes?.join('; ')})`)
     row(`control.${kind}.rps`, 'control plane', `${label}: throughput (${cfg.loadConcurrency} conns)`, 'req/s', p.values.rps, b.values.rps, `static Go server, same ${b.values.response_bytes} B body`)
@@ -375,33 +390,44 @@ async function sectionKill(ids) {
     row('density.released', 'density', `host memory released per sandbox after killing all ${ids.length} (MemAvailable delta)`, 'MiB', freed / ids.length / (1 << 20), extra.idle?.values?.host_mib_per_container, 'libcontainer floor, per container (at creation)')
   }
   if (stragglers.length) extra.notes.push(`kill: ${stragglers.length} sandboxes left resources after 10 s: ${stragglers.slice(0, 3).join('; ')}`)
+  const veth = await pb.run(['veth', '--n', '30']).catch((e) => (extra.notes.push(`pbench veth: ${e.message}`), null))
+  if (veth) row('kill.veth', 'kill', '(reference) delete a veth whose peer is in a netns, synchronously', 'ms', summarize(veth.samples.veth_del), summarize(veth.samples.netns_del), 'removing the netns file alone')
   const floorKill = extra.idle?.samples?.kill_cleanup
   row('kill.returned', 'kill', `Sandbox.kill() with ${ids.length} alive → returned`, 'ms', summarize(killMs), summarize(floorKill), 'libcontainer floor: kill+destroy+unmount+rm')
   row('kill.gone', 'kill', '… until cgroups, veth, netns, mounts, dirs are all gone', 'ms', summarize(goneMs), summarize(floorKill), 'libcontainer floor')
+}
+
+/** Fetches a CPU profile of serve for `seconds` while `work` runs; saves it and its top (by cumulative time). */
+async function profileWhile(name, seconds, work) {
+  const prof = fetch(`${serve.pprofUrl}/debug/pprof/profile?seconds=${seconds}`).then((r) => r.arrayBuffer())
+  const out = await work()
+  const file = path.join(cfg.outDir, `serve-${name}.pprof`)
+  fs.writeFileSync(file, Buffer.from(await prof))
+  let top = null
+  try {
+    top = execFileSync('go', ['tool', 'pprof', '-top', '-cum', '-nodecount=40', cfg.paddockBin, file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    fs.writeFileSync(path.join(cfg.outDir, `serve-${name}.top.txt`), top)
+  } catch (e) {
+    extra.notes.push(`go tool pprof ${file} failed: ${e.message}`)
+  }
+  return { out, top }
 }
 
 /** CPU profile of serve while it creates, runs `true` in and kills sandboxes. */
 async function sectionProfile() {
   if (!cfg.profileSeconds) return
   log(`profile: ${cfg.profileSeconds} s CPU profile of serve during create→run→kill`)
-  const prof = fetch(`${serve.pprofUrl}/debug/pprof/profile?seconds=${cfg.profileSeconds}`).then((r) => r.arrayBuffer())
-  let done = false
-  prof.finally(() => (done = true))
   let n = 0
-  while (!done) {
-    const s = await createSandbox()
-    await s.commands.run('true')
-    await kill(s)
-    n++
-  }
-  const file = path.join(cfg.outDir, 'serve-create.pprof')
-  fs.writeFileSync(file, Buffer.from(await prof))
-  try {
-    extra.profileTop = execFileSync('go', ['tool', 'pprof', '-top', '-nodecount=25', cfg.paddockBin, file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
-    fs.writeFileSync(path.join(cfg.outDir, 'serve-create.top.txt'), extra.profileTop)
-  } catch (e) {
-    extra.notes.push(`go tool pprof failed: ${e.message}`)
-  }
+  const { top } = await profileWhile('create', cfg.profileSeconds, async () => {
+    const stopAt = Date.now() + cfg.profileSeconds * 1000
+    while (Date.now() < stopAt) {
+      const s = await createSandbox()
+      await s.commands.run('true')
+      await kill(s)
+      n++
+    }
+  })
+  extra.profileTop = top
   extra.profileCreates = n
 }
 

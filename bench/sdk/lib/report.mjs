@@ -181,8 +181,13 @@ export function writeReport({ file, facts, cfg, rows, extra, command, failed }) 
 
   if (extra.profileTop) {
     L.push(`## serve CPU profile during create→run→kill (${cfg.profileSeconds} s, ${extra.profileCreates} sandboxes)`, '')
-    L.push('`go tool pprof -top` of bench/.out/serve-create.pprof (the top 25 by flat time):', '')
-    L.push('```', ...extra.profileTop.trimEnd().split('\n').slice(0, 36), '```', '')
+    L.push('`go tool pprof -top -cum` of bench/.out/serve-create.pprof:', '')
+    L.push('```', ...extra.profileTop.trimEnd().split('\n').slice(0, 46), '```', '')
+  }
+  if (extra.listTop) {
+    L.push('## serve CPU profile during the GET /v2/sandboxes load', '')
+    L.push('`go tool pprof -top -cum` of bench/.out/serve-control-list.pprof:', '')
+    L.push('```', ...extra.listTop.trimEnd().split('\n').slice(0, 46), '```', '')
   }
 
   L.push('## Baselines', '')
