@@ -157,7 +157,10 @@ func runServe(args []string) error {
 		return err
 	}
 	templates := newTemplateSource(tm)
-	go templates.build(ctx)
+	buildCtx, stopBuilds := context.WithCancel(ctx)
+	go templates.build(buildCtx)
+	// Before the runtime closes: a build in flight destroys its sandbox.
+	defer templates.wait(stopBuilds)
 
 	node, _ := os.Hostname()
 	svc, err := sandbox.New(sandbox.Config{
@@ -382,19 +385,25 @@ func listenAdmin(path string) (net.Listener, error) {
 }
 
 // templateSource adapts the template manager to what the sandbox service
-// consumes, and makes creates wait until the base template is built.
+// consumes, and makes creates wait until the base template is built (and
+// creates of code-interpreter-v1 until that one is).
 type templateSource struct {
-	tm    *template.Manager
-	ready chan struct{}
-	mu    sync.Mutex
-	err   error
+	tm      *template.Manager
+	ready   chan struct{} // closed once the base template is ready or failed
+	ciReady chan struct{} // closed once code-interpreter-v1 is ready or failed
+	done    chan struct{} // closed when build returned
+	mu      sync.Mutex
+	err     error
+	ciErr   error
 }
 
 func newTemplateSource(tm *template.Manager) *templateSource {
-	return &templateSource{tm: tm, ready: make(chan struct{})}
+	return &templateSource{tm: tm, ready: make(chan struct{}), ciReady: make(chan struct{}), done: make(chan struct{})}
 }
 
+// build prepares the built-in templates: base, then code-interpreter-v1.
 func (t *templateSource) build(ctx context.Context) {
+	defer close(t.done)
 	_, err := t.tm.EnsureBase(ctx)
 	t.mu.Lock()
 	t.err = err
@@ -403,20 +412,82 @@ func (t *templateSource) build(ctx context.Context) {
 		slog.Error("base template build failed; sandboxes cannot be created until it succeeds (restart to retry)", "err", err)
 	}
 	close(t.ready)
+	if err == nil {
+		_, err = t.tm.EnsureCodeInterpreter(ctx)
+		if err != nil {
+			slog.Error("code-interpreter template build failed; creates of it fail until it succeeds (restart to retry)", "template", template.CodeInterpreterAlias, "err", err)
+		}
+	} else {
+		err = fmt.Errorf("it is built on the base template, which failed: %w", err)
+	}
+	t.mu.Lock()
+	t.ciErr = err
+	t.mu.Unlock()
+	close(t.ciReady)
 }
 
+// wait stops the builds (stop cancels their context) and waits for them.
+func (t *templateSource) wait(stop context.CancelFunc) {
+	stop()
+	<-t.done
+}
+
+// health reports the built-in templates. Only the base decides readiness:
+// code-interpreter-v1 builds in the background (minutes on a fresh machine)
+// and only its own creates wait for it.
 func (t *templateSource) health() (bool, map[string]string) {
+	checks := map[string]string{}
+	select {
+	case <-t.ciReady:
+		t.mu.Lock()
+		if t.ciErr != nil {
+			checks["codeInterpreterTemplate"] = "error: " + firstLine(t.ciErr.Error())
+		} else {
+			checks["codeInterpreterTemplate"] = "ready"
+		}
+		t.mu.Unlock()
+	default:
+		checks["codeInterpreterTemplate"] = "building"
+	}
 	select {
 	case <-t.ready:
 	default:
-		return false, map[string]string{"baseTemplate": "building"}
+		checks["baseTemplate"] = "building"
+		return false, checks
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil {
-		return false, map[string]string{"baseTemplate": "error: " + t.err.Error()}
+		checks["baseTemplate"] = "error: " + t.err.Error()
+		return false, checks
 	}
-	return true, map[string]string{"baseTemplate": "ready"}
+	checks["baseTemplate"] = "ready"
+	return true, checks
+}
+
+// waitCodeInterpreter waits until code-interpreter-v1 is ready when ref
+// names it (by name, with any tag, or by ID).
+func (t *templateSource) waitCodeInterpreter(ctx context.Context, ref string) error {
+	n, err := template.ParseName(ref)
+	if err != nil || (n.Identifier() != template.CodeInterpreterAlias && n.Identifier() != template.CodeInterpreterID) {
+		return nil
+	}
+	select {
+	case <-t.ciReady:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: template %s is still being built (see GET /health): %v", sandbox.ErrNotReady, template.CodeInterpreterAlias, ctx.Err())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ciErr != nil {
+		return fmt.Errorf("%w: template %s could not be built (restart paddock serve to retry; its log has the build output): %s", sandbox.ErrNotReady, template.CodeInterpreterAlias, firstLine(t.ciErr.Error()))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 func (t *templateSource) Resolve(ctx context.Context, ref, team string) (sandbox.Template, error) {
@@ -424,6 +495,9 @@ func (t *templateSource) Resolve(ctx context.Context, ref, team string) (sandbox
 	case <-t.ready:
 	case <-ctx.Done():
 		return sandbox.Template{}, fmt.Errorf("%w: base template still building: %v", sandbox.ErrNotReady, ctx.Err())
+	}
+	if err := t.waitCodeInterpreter(ctx, ref); err != nil {
+		return sandbox.Template{}, err
 	}
 	tpl, err := t.tm.Registry().Resolve(ctx, ref, team)
 	switch {

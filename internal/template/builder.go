@@ -76,8 +76,8 @@ func (m *Manager) RequestBuild(ctx context.Context, team string, req BuildReques
 		return BuildRequested{}, fmt.Errorf("%w: cpuCount must be 1-64 and memoryMB at least 128", ErrInvalid)
 	}
 	alias := n.Identifier()
-	if alias == BaseAlias {
-		return BuildRequested{}, fmt.Errorf("%w: %q is the built-in template's name", ErrAliasTaken, alias)
+	if reservedAlias(alias) {
+		return BuildRequested{}, fmt.Errorf("%w: %q is a built-in template's name", ErrAliasTaken, alias)
 	}
 	out := BuildRequested{Names: []string{alias}, Aliases: []string{alias}, Tags: tags}
 	owner, _, err := m.reg.lookupAlias(ctx, alias)
@@ -260,6 +260,9 @@ type builder struct {
 	start  string
 	ready  string
 	pinned []string
+	// echo, when set, receives the log entries instead of the build's log
+	// (built-in templates have no build record).
+	echo func(LogEntry)
 }
 
 // runBuild is a build's goroutine, owned by the Manager (Close waits).
@@ -318,7 +321,12 @@ func (m *Manager) runBuild(rec BuildRecord) {
 }
 
 func (b *builder) logf(level, step, format string, args ...any) {
-	b.m.logs.add(b.rec.ID, LogEntry{Timestamp: time.Now().UTC(), Level: level, Message: fmt.Sprintf(format, args...), Step: step})
+	e := LogEntry{Timestamp: time.Now().UTC(), Level: level, Message: fmt.Sprintf(format, args...), Step: step}
+	if b.echo != nil {
+		b.echo(e)
+		return
+	}
+	b.m.logs.add(b.rec.ID, e)
 }
 
 // run executes the base, the steps and the finalize phase, then records

@@ -63,8 +63,10 @@ type Manager struct {
 	reg    *Registry
 	layers *Layers
 	log    *slog.Logger
-	// baseSem serialises EnsureBase within the process (one slot).
+	// baseSem serialises EnsureBase within the process (one slot), ciSem
+	// EnsureCodeInterpreter.
 	baseSem chan struct{}
+	ciSem   chan struct{}
 
 	secret   []byte
 	logs     *buildLogs
@@ -127,6 +129,7 @@ func New(cfg Config) (*Manager, error) {
 		layers:      layers,
 		log:         cfg.Logger.With("component", "template"),
 		baseSem:     make(chan struct{}, 1),
+		ciSem:       make(chan struct{}, 1),
 		secret:      secret,
 		logs:        &buildLogs{dir: filepath.Join(cfg.DataDir, "builds")},
 		buildSem:    make(chan struct{}, cfg.MaxBuilds),

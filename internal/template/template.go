@@ -1,8 +1,10 @@
 // Package template owns sandbox templates: the registry of template records
 // and their names (aliases, tags) in the store, the content-addressed layer
-// store on disk (read-only directory trees used as overlayfs lower dirs), and
-// the built-in `base` template, a Debian root filesystem built with
-// debootstrap on first use and cached machine-wide.
+// store on disk (read-only directory trees used as overlayfs lower dirs), the
+// built-in `base` template, a Debian root filesystem built with debootstrap
+// on first use and cached machine-wide, and the built-in
+// `code-interpreter-v1` template, built on base by the template builder and
+// cached machine-wide too.
 package template
 
 import (
@@ -266,8 +268,8 @@ func (t *Template) validate() error {
 		if n.Identifier() != a {
 			return fmt.Errorf("%w: alias %q must be a normalised name without tag (%q)", ErrInvalid, a, n.Identifier())
 		}
-		if a == BaseAlias && !t.BuiltIn {
-			return fmt.Errorf("%w: alias %q is reserved for the built-in template", ErrInvalid, a)
+		if reservedAlias(a) && !t.BuiltIn {
+			return fmt.Errorf("%w: alias %q is reserved for a built-in template", ErrInvalid, a)
 		}
 		if a == t.ID {
 			return fmt.Errorf("%w: alias %q equals the template's ID", ErrInvalid, a)
@@ -306,6 +308,11 @@ func (t *Template) validate() error {
 		return fmt.Errorf("%w: workdir %q is not absolute", ErrInvalid, t.Workdir)
 	}
 	return nil
+}
+
+// reservedAlias reports whether a is the name of a built-in template.
+func reservedAlias(a string) bool {
+	return a == BaseAlias || a == CodeInterpreterAlias
 }
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"

@@ -9,6 +9,7 @@
 #   test/sdk/run.sh quickstart   the README quick start: a fresh `paddock serve`, its key, `apikey`
 #   test/sdk/run.sh bench-serve  Sandbox.create() and commands.run latency through serve (measured)
 #   test/sdk/run.sh host         isolation + lifecycle robustness against their own `paddock serve` (host-side checks)
+#   test/sdk/run.sh codeinterp   @e2b/code-interpreter against the built-in code-interpreter-v1 template (own serve)
 #
 # Environment: PADDOCK_BIN (default bin/paddock), SDK_TEST_PATTERN (passed to
 # node --test-name-pattern). Logs and reports go to test/sdk/.out/.
@@ -45,6 +46,7 @@ ensure_node_modules() {
 	command -v node >/dev/null || die "node is not installed (need Node.js >= 20)"
 	command -v npm >/dev/null || die "npm is not installed"
 	if [[ ! -f $here/node_modules/e2b/package.json || ! -f $here/node_modules/e2b-2.50/package.json ||
+		! -f $here/node_modules/@e2b/code-interpreter/package.json ||
 		$here/package-lock.json -nt $here/node_modules/.package-lock.json ]]; then
 		log "installing node modules (npm ci)"
 		(cd "$here" && npm ci --no-audit --no-fund) >&2
@@ -311,6 +313,18 @@ suite_pause() {
 	run_node_suite_env "pause" pause.test.mjs PADDOCK_BIN="$bin"
 }
 
+# The code interpreter (issue 6): @e2b/code-interpreter (pinned 2.8.0) against
+# the built-in code-interpreter-v1 template of its own `paddock serve` (data
+# dir, port, bridge, subnet; host checked after). It runs early: when the
+# machine cache lacks the template, its server builds it (minutes) and caches
+# it, so the servers of later suites extract it in seconds. It writes
+# create → first runCode and runCode round-trip latencies to
+# .out/codeinterp-latency.json.
+suite_codeinterp() {
+	[[ $(id -u) == 0 ]] || die "the codeinterp suite needs root (paddock serve)"
+	run_node_suite_env "codeinterp" codeinterp.test.mjs PADDOCK_BIN="$bin" PADDOCK_SDK_OUT="$out"
+}
+
 # ---- isolation and robustness (issue 3, checks 2 and 3) --------------------
 # Their own `paddock serve` (data dir, port, bridge and /24 of their own),
 # which the tests start, SIGKILL and restart themselves (lib/host.mjs): it
@@ -361,7 +375,7 @@ host_cleanup() {
 
 # ---- main ----------------------------------------------------------------
 
-all_suites=(envd ingress serve quickstart templates pause host)
+all_suites=(envd codeinterp ingress serve quickstart templates pause host)
 suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=("${all_suites[@]}")
 
@@ -379,6 +393,7 @@ for s in "${suites[@]}"; do
 	pause) suite_pause || status=1 ;;
 	templates) suite_templates || status=1 ;;
 	host) suite_host || status=1 ;;
+	codeinterp) suite_codeinterp || status=1 ;;
 	bench) bench_envd || status=1 ;;
 	bench-serve) bench_serve || status=1 ;;
 	*) die "unknown suite '$s' (known: ${all_suites[*]} bench bench-serve)" ;;
