@@ -129,6 +129,9 @@ async function sectionCreate() {
   row('create.usable', 'create (sequential, cold)', 'Sandbox.create() → first commands.run("true") done', 'ms', summarize(usableMs), summarize(floor.samples.total), 'libcontainer floor (overlay+create+start+`true`)')
   row('create.usable.runc', 'create (sequential, cold)', '… same, against Debian runc', 'ms', summarize(usableMs), summarize(runc.samples.total), `\`runc run\` of \`true\` (${runc.notes?.[0] ?? 'runc'})`)
   row('create.returned', 'create (sequential, cold)', 'Sandbox.create() returned', 'ms', summarize(createMs), summarize(floor.samples.create_start), 'libcontainer Create+Run only')
+  const st = await pb.run(['startup', '--bin', cfg.paddockBin, '--n', '30'])
+  row('create.exec', 'create (sequential, cold)', `(reference) host: exec of bin/paddock (${st.values.binary_mib.toFixed(0)} MiB) \`version\`; every create starts it twice (container init, envd)`, 'ms', summarize(st.samples.paddock_version), summarize(st.samples.true), 'host exec of `/bin/true`')
+  row('create.envdstart', 'create (sequential, cold)', '(reference) host: exec `paddock envd` until its port accepts', 'ms', summarize(st.samples.envd_listening), summarize(st.samples.true), 'host exec of `/bin/true`')
   row('create.firstcmd', 'create (sequential, cold)', 'first commands.run("true") after create', 'ms', summarize(firstCmdMs), null, '')
   row('kill.seq', 'kill', 'sbx.kill() (sequential section, 1 sandbox alive)', 'ms', summarize(killMs), summarize(floor.samples.teardown), 'libcontainer kill+destroy+unmount')
   extra.floor = floor
@@ -328,6 +331,10 @@ async function sectionDensity() {
   const MiB = 1 << 20
   const buckets = []
   for (let i = 0; i < lat.length; i += 50) buckets.push({ from: i + 1, to: Math.min(i + 50, lat.length), s: summarize(lat.slice(i, i + 50)) })
+  if (/session key/.test(stop)) {
+    const maxkeys = fs.readFileSync('/proc/sys/kernel/keys/maxkeys', 'utf8').trim()
+    extra.notes.push(`density stopped on the kernel's key quota: kernel.keys.maxkeys=${maxkeys} per user, and every sandbox's root is host uid 100000 (one uid range for all sandboxes) whose init joins a fresh session keyring (other sandboxes on this host count too)`)
+  }
   extra.buckets = buckets
   extra.density = { n, stop, memAvailableFull: m1.MemAvailable }
   row('density.count', 'density', `idle sandboxes created (stop: ${stop})`, 'count', n, idle.values.count, 'libcontainer floor (`sleep infinity`, 50 measured)')
