@@ -414,7 +414,10 @@ func (t *templateSource) build(ctx context.Context) {
 	close(t.ready)
 	if err == nil {
 		_, err = t.tm.EnsureCodeInterpreter(ctx)
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			slog.Info("code-interpreter template build stopped (shutting down)", "template", template.CodeInterpreterAlias)
+		case err != nil:
 			slog.Error("code-interpreter template build failed; creates of it fail until it succeeds (restart to retry)", "template", template.CodeInterpreterAlias, "err", err)
 		}
 	} else {

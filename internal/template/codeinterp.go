@@ -180,6 +180,10 @@ func (m *Manager) EnsureCodeInterpreter(ctx context.Context) (Template, error) {
 	defer m.unpin(rec.BaseLayer)
 	layer, err := m.codeInterpreterLayer(ctx, base, rec)
 	if err != nil {
+		if ctx.Err() != nil {
+			m.progressf("preparing the %s template stopped: %v", CodeInterpreterAlias, ctx.Err())
+			return fail(err)
+		}
 		msg, _, _ := strings.Cut(err.Error(), "\n")
 		m.progressf("preparing the %s template failed: %s", CodeInterpreterAlias, msg)
 		return fail(err)
@@ -344,17 +348,25 @@ func (m *Manager) buildCodeInterpreter(ctx context.Context, base Template, rec c
 		},
 	}
 	defer b.unpinAll()
-	failed := func(err error) error {
-		return fmt.Errorf("%w; last output:\n%s", err, tail.String())
+	// The first line of the error says what failed (it is what /health
+	// shows); the build's last output lines follow.
+	failed := func(what string, err error) error {
+		out := tail.String()
+		last := out[strings.LastIndexByte(out, '\n')+1:]
+		return fmt.Errorf("%s: %w (last output line: %q); last output:\n%s", what, err, last, out)
 	}
 	if err := b.step(ctx, 1, 1, Step{Type: StepRun, Args: []string{rec.script(), "root"}}); err != nil {
-		return "", failed(err)
+		var f *buildFailure
+		if errors.As(err, &f) && errors.Unwrap(f.err) != nil {
+			err = errors.Unwrap(f.err) // without the step's label: the whole script
+		}
+		return "", failed("the build step (apt-get install, cache warm-up) failed", err)
 	}
 	if len(b.st.Layers) != 2 {
-		return "", failed(errors.New("the build step changed no file"))
+		return "", failed("the build step", errors.New("changed no file"))
 	}
 	if err := b.finalize(ctx); err != nil {
-		return "", failed(err)
+		return "", failed("checking the start and ready commands", err)
 	}
 	d := b.st.Layers[1]
 	if !m.pin(d) { // the caller's pin; the builder's goes with unpinAll
