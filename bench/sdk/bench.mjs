@@ -336,8 +336,10 @@ async function sectionDensity() {
     extra.notes.push(`density stopped on the kernel's key quota: kernel.keys.maxkeys=${maxkeys} per user, and every sandbox's root is host uid 100000 (one uid range for all sandboxes) whose init joins a fresh session keyring (other sandboxes on this host count too)`)
   }
   extra.buckets = buckets
-  extra.density = { n, stop, memAvailableFull: m1.MemAvailable }
-  row('density.count', 'density', `idle sandboxes created (stop: ${stop})`, 'count', n, idle.values.count, 'libcontainer floor (`sleep infinity`, 50 measured)')
+  extra.density = { n, stop: stop.startsWith('create') ? `create ${n + 1} failed` : stop, memAvailableFull: m1.MemAvailable }
+  const shortStop = stop.startsWith('create') ? `create ${n + 1} failed, see notes` : stop
+  if (shortStop !== stop) extra.notes.push(`density: ${stop}`)
+  row('density.count', 'density', `idle sandboxes created (stop: ${shortStop})`, 'count', n, idle.values.count, 'libcontainer floor (`sleep infinity`, 50 measured)')
   row('density.host', 'density', 'host memory per idle sandbox (MemAvailable delta)', 'MiB', (m0.MemAvailable - m1.MemAvailable) / n / MiB, idle.values.host_mib_per_container, 'libcontainer floor, per container')
   row('density.cgusage', 'density', 'cgroup memory.usage per sandbox (incl. page cache)', 'MiB', usage / n / MiB, idle.values.cgroup_usage_mib_per_container, 'libcontainer floor')
   row('density.cgrss', 'density', 'cgroup rss per sandbox (anonymous)', 'MiB', rss / n / MiB, idle.values.cgroup_rss_mib_per_container, 'libcontainer floor')

@@ -646,7 +646,8 @@ func TestRestartedManagerKeepsEndpoints(t *testing.T) {
 	}
 }
 
-// snapshot counts what endpoints leave on the host.
+// snapshot counts what endpoints leave on the host (links: the manager's
+// bridge and the veths enslaved to it).
 type snapshot struct {
 	links, netnsFiles, stateFiles, setElems, mounts int
 }
@@ -654,11 +655,21 @@ type snapshot struct {
 func takeSnapshot(t *testing.T, m *Manager, cfg Config) snapshot {
 	t.Helper()
 	var s snapshot
+	// Only this manager's links count: other test packages create and
+	// delete veths on the same host at the same time.
+	br, err := netlink.LinkByName(cfg.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
 	links, err := netlink.LinkList()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.links = len(links)
+	for _, l := range links {
+		if a := l.Attrs(); a.Index == br.Attrs().Index || a.MasterIndex == br.Attrs().Index {
+			s.links++
+		}
+	}
 	nf, _ := os.ReadDir(cfg.NetnsDir)
 	sf, _ := os.ReadDir(cfg.StateDir)
 	s.netnsFiles, s.stateFiles = len(nf), len(sf)
