@@ -1,13 +1,17 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/paddockhq/paddock/internal/store"
 )
 
 // ListFilter selects sandboxes for List.
@@ -69,11 +73,8 @@ func (s *Service) List(ctx context.Context, f ListFilter) (Page, error) {
 	}
 	var match []Record
 	page := Page{}
-	for _, kv := range recs {
-		var r Record
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			continue
-		}
+	decoded := s.decoded.decode(recs)
+	for _, r := range decoded {
 		if r.Team != f.Team || !states[r.State] {
 			continue
 		}
@@ -150,4 +151,46 @@ func decodeCursor(s string) (cursor, error) {
 		return cursor{}, err
 	}
 	return cursor{StartedAt: t, ID: id}, nil
+}
+
+// recordCache keeps the records List decoded last, by ID with their raw
+// bytes: a listing decodes only the records that changed since (JSON
+// decoding dominated GET /v2/sandboxes with hundreds of sandboxes). The
+// store stays the truth: a record is reused only when its bytes are equal.
+type recordCache struct {
+	mu sync.Mutex
+	m  map[string]cachedRecord
+}
+
+type cachedRecord struct {
+	raw []byte
+	rec Record
+}
+
+// decode returns the records of recs, skipping undecodable ones. The
+// returned records share their maps with the cache: callers must not
+// modify them.
+func (c *recordCache) decode(recs []store.Record) []Record {
+	c.mu.Lock()
+	old := c.m
+	c.mu.Unlock()
+	next := make(map[string]cachedRecord, len(recs))
+	out := make([]Record, 0, len(recs))
+	for _, kv := range recs {
+		if e, ok := old[kv.Key]; ok && bytes.Equal(e.raw, kv.Value) {
+			next[kv.Key] = e
+			out = append(out, e.rec)
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			continue
+		}
+		next[kv.Key] = cachedRecord{raw: kv.Value, rec: r}
+		out = append(out, r)
+	}
+	c.mu.Lock()
+	c.m = next
+	c.mu.Unlock()
+	return out
 }

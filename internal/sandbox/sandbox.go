@@ -155,6 +155,7 @@ type Service struct {
 
 	metrics *sampler
 	events  eventLog
+	decoded recordCache // List's decoded records, reused while unchanged
 }
 
 // New builds a Service.

@@ -161,7 +161,7 @@ func TestDownloadContentEncoding(t *testing.T) {
 		}
 		return string(out)
 	}
-	for _, ae := range []string{"gzip", "gzip, deflate, br", "identity;q=0, gzip", "br;q=1, gzip;q=0.8, identity;q=0.5"} {
+	for _, ae := range []string{"gzip", "x-gzip", "gzip, identity", "identity;q=0, gzip", "br;q=1, gzip;q=0.8, identity;q=0.5", "gzip, deflate;q=0"} {
 		r := h.do(t, http.MethodGet, q("path", p), nil, map[string]string{"Accept-Encoding": ae})
 		if r.status != 200 || r.header.Get("Content-Encoding") != "gzip" || r.header.Get("Vary") != "Accept-Encoding" {
 			t.Fatalf("Accept-Encoding %q: %d %v", ae, r.status, r.header)
@@ -173,7 +173,8 @@ func TestDownloadContentEncoding(t *testing.T) {
 			t.Errorf("Accept-Encoding %q: content differs after gunzip", ae)
 		}
 	}
-	for _, ae := range []string{"", "br", "*", "gzip;q=0", "gzip;q=0.5, identity"} {
+	// A generic list (fetch's automatic "gzip, deflate, br") gets identity.
+	for _, ae := range []string{"", "br", "*", "gzip;q=0", "gzip;q=0.5, identity", "gzip, deflate, br", "gzip, deflate"} {
 		r := h.do(t, http.MethodGet, q("path", p), nil, map[string]string{"Accept-Encoding": ae})
 		if r.status != 200 || r.header.Get("Content-Encoding") != "" || string(r.body) != content {
 			t.Errorf("Accept-Encoding %q: %d %v, want identity", ae, r.status, r.header)

@@ -213,6 +213,12 @@ func (r *Runtime) containerConfig(p containerParams) (*configs.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// No session keyring per sandbox: every sandbox's root is the same host
+	// uid, whose kernel key quota (kernel.keys.maxkeys, 200 by default)
+	// would cap the host at about 200 sandboxes. The seccomp profile above
+	// refuses add_key, keyctl and request_key, so sandboxes cannot use the
+	// keyring they inherit.
+	cfg.NoNewKeyring = true
 	// specconv leaves process rlimits to the runc CLI.
 	cfg.Rlimits = []configs.Rlimit{{Type: unix.RLIMIT_NOFILE, Hard: r.nofile, Soft: r.nofile}}
 	if !filepath.IsAbs(cfg.Rootfs) {
