@@ -271,7 +271,18 @@ func (s *Service) resume(ctx context.Context, id string, opts ResumeOptions) err
 }
 
 func (s *Service) doResume(ctx context.Context, id string, opts ResumeOptions) error {
+	// A resume waits for an operation in flight (a pause still returning
+	// after its record already says paused, a snapshot) instead of failing:
+	// traffic to an auto-resume sandbox may arrive at any moment.
 	release, err := s.claim(id)
+	for errors.Is(err, ErrConflict) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("resume sandbox %s: %w (%w)", id, err, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+		release, err = s.claim(id)
+	}
 	if err != nil {
 		return err
 	}
