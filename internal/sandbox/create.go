@@ -74,6 +74,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	ph.mark(&ph.resolved)
 	ctx, cancel := context.WithTimeout(ctx, createTimeout)
 	defer cancel()
+	if rec, ok := s.takePooled(ctx, req, tpl); ok {
+		return rec, nil
+	}
 
 	now := s.now().UTC()
 	rec := Record{
@@ -114,7 +117,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	release, _ := s.claim(rec.ID)
 	defer release()
 
-	started, err := s.start(ctx, &rec, tpl, &ph)
+	started, err := s.start(ctx, &rec, tpl, &ph, nil)
 	if err != nil {
 		s.discard(rec.ID)
 		return Record{}, err
@@ -136,7 +139,11 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 }
 
 // start creates the runtime sandbox, waits for envd and initialises it.
-func (s *Service) start(ctx context.Context, rec *Record, tpl Template, ph *createPhases) (time.Time, error) {
+// labels default to the record's team and template.
+func (s *Service) start(ctx context.Context, rec *Record, tpl Template, ph *createPhases, labels map[string]string) (time.Time, error) {
+	if labels == nil {
+		labels = map[string]string{"team": rec.Team, "template": rec.TemplateID}
+	}
 	spec := runtime.Spec{
 		ID:     rec.ID,
 		Layers: tpl.Layers,
@@ -146,7 +153,7 @@ func (s *Service) start(ctx context.Context, rec *Record, tpl Template, ph *crea
 			Pids:        pidsLimit,
 		},
 		Network: runtime.Network{Internet: rec.Internet},
-		Labels:  map[string]string{"team": rec.Team, "template": rec.TemplateID},
+		Labels:  labels,
 	}
 	if _, err := s.cfg.Runtime.Create(ctx, spec); err != nil {
 		return time.Time{}, fmt.Errorf("create sandbox %s: %w", rec.ID, err)

@@ -26,11 +26,16 @@ func (s *Service) Start(ctx context.Context) error {
 	go s.expiryLoop()
 	go s.sampleLoop()
 	go s.checkMemory()
+	if s.pool != nil {
+		s.wg.Add(1)
+		go s.poolLoop()
+	}
 	return nil
 }
 
 // Close stops the background loops and waits for saves of paused
-// sandboxes in flight. Sandboxes keep running.
+// sandboxes in flight. Sandboxes keep running; those of the warm pool,
+// which no one was given, are destroyed.
 func (s *Service) Close() {
 	select {
 	case <-s.stop:
@@ -38,6 +43,7 @@ func (s *Service) Close() {
 		close(s.stop)
 	}
 	s.wg.Wait()
+	s.closePool()
 	s.envd.forget()
 }
 
@@ -109,9 +115,14 @@ func (s *Service) recover(ctx context.Context) error {
 			reaped++
 		}
 	}
-	for id := range live {
+	for id, in := range live {
 		if !known[id] {
-			s.log.Warn("reaping runtime sandbox without record", "sandbox", id)
+			if in.Labels[poolLabel] != "" {
+				// Started for the warm pool and never taken: no one knows it.
+				s.log.Info("destroying pooled sandbox left by a previous run", "sandbox", id)
+			} else {
+				s.log.Warn("reaping runtime sandbox without record", "sandbox", id)
+			}
 			if err := s.cfg.Runtime.Destroy(ctx, id); err != nil {
 				s.log.Error("destroy orphan sandbox", "sandbox", id, "err", err)
 			}

@@ -131,6 +131,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+
+	// PoolSize keeps that many started sandboxes of DefaultPoolTemplate
+	// ready for creates (the warm pool, pool.go); 0 turns it off.
+	PoolSize int
+	// Pools sizes the warm pool of more templates by reference (ID, alias
+	// or name:tag); an entry for DefaultPoolTemplate overrides PoolSize.
+	Pools map[string]int
+	// PoolTeam is the team pooled templates are resolved as (its private
+	// templates can be pooled too); creates resolve as their own team.
+	PoolTeam string
 }
 
 // Service runs the sandbox lifecycle. Create it with New, start its
@@ -149,6 +159,8 @@ type Service struct {
 	busy     map[string]bool          // sandboxes with a lifecycle operation in flight
 	saving   map[string]chan struct{} // paused sandboxes being written to disk
 	resuming map[string]*resumeCall   // resumes in flight
+
+	pool *pool // the warm pool (pool.go); nil when off
 
 	mem       memoryCheck // the memory snapshot self-test
 	snapLocks keyedRW     // per snapshot: creates read, delete writes
@@ -192,6 +204,11 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.envd = newEnvdClient(cfg.Runtime)
 	s.metrics = newSampler()
+	p, err := newPool(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.pool = p
 	return s, nil
 }
 
