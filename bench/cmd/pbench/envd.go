@@ -141,7 +141,7 @@ func newEnvdPath(name, base string, dial func(ctx context.Context) (net.Conn, er
 	return &envdPath{
 		name: name, base: base, http: c,
 		// The SDK speaks Connect with JSON (useBinaryFormat: false).
-		proc: processconnect.NewProcessClient(c, base, connect.WithProtoJSON()),
+		proc: processconnect.NewProcessClient(c, base, connect.WithProtoJSON(), connect.WithAcceptCompression("gzip", nil, nil)), // as the SDKs: no compression
 	}
 }
 

@@ -47,7 +47,8 @@ func New(dial Dialer, token string) *Client {
 		DisableCompression:  true,
 	}
 	c := &Client{http: &http.Client{Transport: tr}, tr: tr, token: token}
-	c.proc = processconnect.NewProcessClient(c.http, baseURL, connect.WithProtoJSON())
+	// JSON and no compression, as the SDKs use envd.
+	c.proc = processconnect.NewProcessClient(c.http, baseURL, connect.WithProtoJSON(), connect.WithAcceptCompression("gzip", nil, nil))
 	return c
 }
 
