@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,6 +55,8 @@ type serveFlags struct {
 	mirror     string
 	logLevel   string
 	pprof      string
+	poolSize   int
+	pools      string
 	ingress    ingressFlags
 }
 
@@ -71,6 +74,8 @@ func runServe(args []string) error {
 	fs.StringVar(&f.subnet, "subnet", network.DefaultSubnet.String(), "address pool of sandbox networks")
 	fs.StringVar(&f.mirror, "debian-mirror", "", "Debian mirror for building the base template (default: the one apt uses)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.IntVar(&f.poolSize, "pool-size", 0, "warm pool: keep this many started sandboxes of the base template ready, so a compatible Sandbox.create() takes one (0: off)")
+	fs.StringVar(&f.pools, "pool-templates", "", "warm pools of other templates: NAME[:TAG]=N,... (as --pool-size; resolved as the default team)")
 	f.ingress.register(fs)
 	fs.StringVar(&f.pprof, "pprof-listen", "", "serve Go's net/http/pprof on this address (profiling; off when empty, never expose it)")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +89,13 @@ func runServe(args []string) error {
 	slog.SetDefault(log)
 	if f.runtime != "local" {
 		return fmt.Errorf("--runtime %q is not supported (available: local)", f.runtime)
+	}
+	if f.poolSize < 0 {
+		return fmt.Errorf("--pool-size must not be negative (got %d)", f.poolSize)
+	}
+	pools, err := parsePools(f.pools)
+	if err != nil {
+		return fmt.Errorf("--pool-templates: %w", err)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("paddock serve must run as root (it creates namespaces, cgroups and mounts)")
@@ -168,6 +180,7 @@ func runServe(args []string) error {
 		Domain: ing.sdkDomain, Node: node, MaxTimeout: f.maxTimeout,
 		NewID: auth.NewSandboxID, Logger: log.With("component", "sandbox"),
 		SnapshotDir: filepath.Join(dataDir, "snapshots"),
+		PoolSize:    f.poolSize, Pools: pools, PoolTeam: auth.DefaultTeam,
 	})
 	if err != nil {
 		return err
@@ -189,7 +202,7 @@ func runServe(args []string) error {
 		TemplateUse: svc,
 		Keys:        keys,
 		Limiter:     auth.NewLimiter(auth.LimiterConfig{}),
-		Health:      withMemorySnapshots(templates.health, svc),
+		Health:      withPool(withMemorySnapshots(templates.health, svc), svc),
 		Version:     version.Version,
 		Runtime:     f.runtime,
 		Logger:      log.With("component", "api"),
@@ -571,4 +584,37 @@ func withMemorySnapshots(health func() (bool, map[string]string), svc *sandbox.S
 		checks["memorySnapshots"] = svc.MemorySnapshots()
 		return ready, checks
 	}
+}
+
+// withPool adds the warm pool's state to the health checks when it is on
+// ("base 2/2": ready/size per template). It does not affect readiness.
+func withPool(health func() (bool, map[string]string), svc *sandbox.Service) func() (bool, map[string]string) {
+	return func() (bool, map[string]string) {
+		ready, checks := health()
+		if p := svc.PoolStatus(); p != "" {
+			if checks == nil {
+				checks = map[string]string{}
+			}
+			checks["warmPool"] = p
+		}
+		return ready, checks
+	}
+}
+
+// parsePools parses --pool-templates: NAME[:TAG]=N, comma-separated.
+func parsePools(v string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		ref, n, ok := strings.Cut(item, "=")
+		size, err := strconv.Atoi(strings.TrimSpace(n))
+		if ref = strings.TrimSpace(ref); !ok || ref == "" || err != nil || size < 0 {
+			return nil, fmt.Errorf("%q: want NAME[:TAG]=N with N ≥ 0", item)
+		}
+		out[ref] = size
+	}
+	return out, nil
 }

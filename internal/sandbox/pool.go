@@ -45,7 +45,7 @@ const poolLabel = "paddock.pool"
 const (
 	poolRecheck     = 10 * time.Second // re-resolve templates (rebuilt, deleted) this often
 	poolResolveWait = time.Second      // a template still building answers "not ready" after this
-	poolNotReady    = 5 * time.Second  // retry a template still building after this
+	poolNotReady    = 2 * time.Second  // retry a template still building after this
 	poolBackoffMin  = time.Second
 	poolBackoffMax  = time.Minute
 	poolTakeInit    = 10 * time.Second // bound on the /init of a take

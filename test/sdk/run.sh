@@ -10,6 +10,7 @@
 #   test/sdk/run.sh bench-serve  Sandbox.create() and commands.run latency through serve (measured)
 #   test/sdk/run.sh host         isolation + lifecycle robustness against their own `paddock serve` (host-side checks)
 #   test/sdk/run.sh codeinterp   @e2b/code-interpreter against the built-in code-interpreter-v1 template (own serve)
+#   test/sdk/run.sh pool         the warm pool: `paddock serve --pool-size 2` and Sandbox.create() (own serve)
 #
 # Environment: PADDOCK_BIN (default bin/paddock), SDK_TEST_PATTERN (passed to
 # node --test-name-pattern). Logs and reports go to test/sdk/.out/.
@@ -325,6 +326,14 @@ suite_codeinterp() {
 	run_node_suite_env "codeinterp" codeinterp.test.mjs PADDOCK_BIN="$bin" PADDOCK_SDK_OUT="$out"
 }
 
+# The warm pool (issue 4): the test starts its own `paddock serve --pool-size 2`
+# (data dir, port, bridge, subnet), creates from the pool with the SDK and
+# checks the host after stopping it (pooled sandboxes included).
+suite_pool() {
+	[[ $(id -u) == 0 ]] || die "the pool suite needs root (paddock serve)"
+	run_node_suite_env "pool" pool.test.mjs PADDOCK_BIN="$bin" PADDOCK_SDK_OUT="$out"
+}
+
 # ---- isolation and robustness (issue 3, checks 2 and 3) --------------------
 # Their own `paddock serve` (data dir, port, bridge and /24 of their own),
 # which the tests start, SIGKILL and restart themselves (lib/host.mjs): it
@@ -375,7 +384,7 @@ host_cleanup() {
 
 # ---- main ----------------------------------------------------------------
 
-all_suites=(envd codeinterp ingress serve quickstart templates pause host)
+all_suites=(envd codeinterp ingress serve quickstart pool templates pause host)
 suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=("${all_suites[@]}")
 
@@ -390,6 +399,7 @@ for s in "${suites[@]}"; do
 	ingress) suite_ingress || status=1 ;;
 	serve) suite_serve || status=1 ;;
 	quickstart) suite_quickstart || status=1 ;;
+	pool) suite_pool || status=1 ;;
 	pause) suite_pause || status=1 ;;
 	templates) suite_templates || status=1 ;;
 	host) suite_host || status=1 ;;
