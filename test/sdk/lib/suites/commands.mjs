@@ -131,9 +131,13 @@ export function registerCommandTests(ctx) {
       assert.equal(errs.join(''), 'err1\nerr2\nerr3\nerr4\nerr5\n')
       assert.equal(r.stdout, out.join(''))
       assert.equal(r.stderr, errs.join(''))
-      // Lines were 50 ms apart, alternating streams: the callbacks interleave the same way.
+      // Lines were 50 ms apart, alternating streams: both streams are
+      // delivered live, not one after the other at the end. (Exact
+      // interleaving is not asserted: stdout and stderr are separate pipes,
+      // and a loaded 2-core CI machine can delay one by more than 50 ms.)
       const lines = seen.flatMap(([, d]) => d.split('\n').filter(Boolean))
-      assert.deepEqual(lines, ['out1', 'err1', 'out2', 'err2', 'out3', 'err3', 'out4', 'err4', 'out5', 'err5'])
+      assert.ok(lines.indexOf('out1') < lines.indexOf('err5'), `stdout live: ${lines}`)
+      assert.ok(lines.indexOf('err1') < lines.indexOf('out5'), `stderr live: ${lines}`)
     })
   })
 }
