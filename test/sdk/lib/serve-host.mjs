@@ -227,7 +227,9 @@ export function teardownNetwork(bridge) {
 }
 
 /**
- * Start `paddock serve` and wait until GET /health answers 200. Returns
+ * Start `paddock serve` and wait until GET /health answers 200 and the
+ * start-up memory snapshot self-test (a throwaway sandbox of its own) has
+ * finished, so that host inventories taken next do not see it. Returns
  * { proc, url, stdout(), stderr(), exited } where stdout()/stderr() give
  * everything printed so far.
  */
@@ -247,8 +249,16 @@ export async function startServe({ bin, dataDir, port, bridge, subnet, extraArgs
     if (gone) throw new Error(`paddock serve exited during startup (${JSON.stringify(gone)}): ${err.slice(-2000)}`)
     try {
       const res = await fetch(`${url}/health`)
-      await res.arrayBuffer()
-      if (res.status === 200) break
+      const body = await res.text()
+      if (res.status === 200) {
+        let checks = {}
+        try {
+          checks = JSON.parse(body).checks ?? {}
+        } catch {
+          // not JSON: nothing to wait for
+        }
+        if (checks.memorySnapshots !== 'checking') break
+      }
     } catch {
       // not listening yet
     }
