@@ -43,12 +43,16 @@ const poolLabel = "paddock.pool"
 
 // Timing of the refill loop.
 const (
-	poolRecheck     = 10 * time.Second // re-resolve templates (rebuilt, deleted) this often
+	poolRecheck     = 10 * time.Second // re-resolve templates, check pooled envds, this often
+	poolHealthWait  = 2 * time.Second  // a pooled envd not healthy within this is replaced
 	poolResolveWait = time.Second      // a template still building answers "not ready" after this
 	poolNotReady    = 2 * time.Second  // retry a template still building after this
 	poolBackoffMin  = time.Second
 	poolBackoffMax  = time.Minute
 	poolTakeInit    = 10 * time.Second // bound on the /init of a take
+
+	poolRefillQuiet   = 150 * time.Millisecond // refill this long after the last take…
+	poolRefillMaxWait = time.Second            // …or this long after the first one
 )
 
 // pool is the warm pool's state; Service.pool guards it with its own lock.
@@ -59,6 +63,11 @@ type pool struct {
 	trash   []string // sandboxes to destroy (stale, or a take failed)
 	closed  bool
 	wake    chan struct{} // capacity 1: something was taken or trashed
+
+	// Takes not refilled yet: the first and the last (refillWait).
+	firstTake, lastTake time.Time
+
+	recheck time.Duration // poolRecheck (tests shorten it)
 }
 
 // poolTarget is one template the pool keeps sandboxes of.
@@ -102,7 +111,7 @@ func newPool(cfg Config) (*pool, error) {
 	if len(sizes) == 0 {
 		return nil, nil
 	}
-	p := &pool{wake: make(chan struct{}, 1)}
+	p := &pool{wake: make(chan struct{}, 1), recheck: poolRecheck}
 	for ref, n := range sizes {
 		p.targets = append(p.targets, &poolTarget{ref: ref, size: n})
 	}
@@ -153,10 +162,36 @@ func (p *pool) pop(key string) (pooled, bool) {
 	for i, e := range p.ready {
 		if e.key == key {
 			p.ready = append(p.ready[:i:i], p.ready[i+1:]...)
+			now := time.Now()
+			if p.firstTake.IsZero() {
+				p.firstTake = now
+			}
+			p.lastTake = now
 			return e, true
 		}
 	}
 	return pooled{}, false
+}
+
+// refillWait is how long a refill should still wait: a sandbox just taken
+// is about to run its owner's first commands, which a refill (a sandbox
+// start, CPU-heavy) would slow down. Refills wait for poolRefillQuiet
+// after the last take, but never more than poolRefillMaxWait after the
+// first take not refilled yet.
+func (p *pool) refillWait(now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastTake.IsZero() {
+		return 0
+	}
+	return max(0, min(p.lastTake.Add(poolRefillQuiet).Sub(now), p.firstTake.Add(poolRefillMaxWait).Sub(now)))
+}
+
+// refilled resets the takes waiting for a refill.
+func (p *pool) refilled() {
+	p.mu.Lock()
+	p.firstTake, p.lastTake = time.Time{}, time.Time{}
+	p.mu.Unlock()
 }
 
 // put adds a started sandbox; false when the pool is closed (the caller
@@ -248,7 +283,7 @@ func (s *Service) takePooled(ctx context.Context, req CreateRequest, tpl Templat
 		return Record{}, false
 	}
 	t0 := s.now()
-	rec, err := s.adoptPooled(ctx, e, req, tpl)
+	rec, ph, err := s.adoptPooled(ctx, e, req, tpl)
 	if err != nil {
 		s.log.Warn("taking a pooled sandbox failed; destroying it, cold create instead", "sandbox", e.id, "template", tpl.ID, "err", err)
 		p.toTrash(e.id)
@@ -256,13 +291,18 @@ func (s *Service) takePooled(ctx context.Context, req CreateRequest, tpl Templat
 	}
 	s.event(rec.ID, "sandbox created", "templateID", rec.TemplateID, "pool", "true")
 	s.log.Info("sandbox created", "sandbox", rec.ID, "template", rec.TemplateID, "team", rec.Team,
-		"pool", true, "pooledFor", t0.Sub(e.at).Round(time.Millisecond).String(), "ms", s.now().Sub(t0).Milliseconds())
+		"pool", true, "pooledFor", t0.Sub(e.at).Round(time.Millisecond).String(), "init", ph.init, "record", ph.record,
+		"ms", float64(s.now().Sub(t0).Microseconds())/1000)
 	return rec, true
 }
 
+// takePhases times a take for its log line.
+type takePhases struct{ init, record time.Duration }
+
 // adoptPooled gives a pooled sandbox to a request: envd's /init with the
 // request's environment and token (proving the pool's), then the record.
-func (s *Service) adoptPooled(ctx context.Context, e pooled, req CreateRequest, tpl Template) (Record, error) {
+func (s *Service) adoptPooled(ctx context.Context, e pooled, req CreateRequest, tpl Template) (Record, takePhases, error) {
+	var ph takePhases
 	now := s.now().UTC()
 	rec := Record{
 		ID:                 e.id,
@@ -291,22 +331,32 @@ func (s *Service) adoptPooled(ctx context.Context, e pooled, req CreateRequest, 
 		User:               tpl.User,
 		Workdir:            tpl.Workdir,
 	}
-	ictx, cancel := context.WithTimeout(ctx, poolTakeInit)
-	defer cancel()
-	// Pooled sandboxes hold the token derived from their ID; a request
-	// without secure gets none (an /init without a token clears it).
-	if err := s.initEnvd(ictx, &rec, tpl.Env, s.EnvdToken(e.id)); err != nil {
-		return Record{}, err
+	t0 := time.Now()
+	// A secure request without environment variables finds envd as /init
+	// left it at the fill: the template's environment and E2B_* (same ID
+	// and template), the token derived from the ID, the template's user
+	// and workdir. Anything else is given to envd now; a request without
+	// secure gets no token (an /init without one clears it).
+	if len(req.EnvVars) > 0 || !req.Secure {
+		ictx, cancel := context.WithTimeout(ctx, poolTakeInit)
+		err := s.initEnvd(ictx, &rec, tpl.Env, s.EnvdToken(e.id))
+		cancel()
+		if err != nil {
+			return Record{}, ph, err
+		}
 	}
+	t1 := time.Now()
+	ph.init = t1.Sub(t0)
 	raw, err := json.Marshal(rec)
 	if err != nil {
-		return Record{}, err
+		return Record{}, ph, err
 	}
 	if err := s.cfg.Store.Apply(ctx, store.Op{Collection: Collection, Key: rec.ID, Value: raw, Cond: store.IfAbsent}); err != nil {
-		return Record{}, fmt.Errorf("record sandbox %s: %w", rec.ID, err)
+		return Record{}, ph, fmt.Errorf("record sandbox %s: %w", rec.ID, err)
 	}
+	ph.record = time.Since(t1)
 	s.track(rec)
-	return rec, nil
+	return rec, ph, nil
 }
 
 // poolLoop refills the pool, one sandbox at a time.
@@ -319,16 +369,19 @@ func (s *Service) poolLoop() {
 		cancel()
 	}()
 	p := s.pool
+	checked := time.Now()
 	for ctx.Err() == nil {
 		s.emptyTrash()
+		if time.Since(checked) >= p.recheck {
+			s.poolCheck(ctx)
+			checked = time.Now()
+			s.emptyTrash()
+		}
 		filled, next := s.poolPass(ctx)
 		if filled {
 			continue
 		}
-		wait := time.Until(next)
-		if wait > poolRecheck {
-			wait = poolRecheck
-		}
+		wait := min(time.Until(next), time.Until(checked.Add(p.recheck)))
 		if wait <= 0 {
 			continue
 		}
@@ -345,7 +398,8 @@ func (s *Service) poolLoop() {
 // poolPass resolves the targets due and starts at most one sandbox; next
 // is when a target in backoff may be tried again.
 func (s *Service) poolPass(ctx context.Context) (filled bool, next time.Time) {
-	next = time.Now().Add(poolRecheck)
+	next = time.Now().Add(s.pool.recheck)
+	needed := false
 	for _, t := range s.pool.targets {
 		if ctx.Err() != nil {
 			return false, next
@@ -362,7 +416,17 @@ func (s *Service) poolPass(ctx context.Context) (filled bool, next time.Time) {
 			}
 			continue
 		}
-		if s.pool.count(t.ref, t.key) >= t.size || filled {
+		if s.pool.count(t.ref, t.key) >= t.size {
+			continue
+		}
+		needed = true
+		if filled {
+			continue
+		}
+		if wait := s.pool.refillWait(time.Now()); wait > 0 {
+			if at := time.Now().Add(wait); at.Before(next) {
+				next = at
+			}
 			continue
 		}
 		if err := s.poolFill(ctx, t); err != nil {
@@ -379,6 +443,9 @@ func (s *Service) poolPass(ctx context.Context) (filled bool, next time.Time) {
 		}
 		t.backoff = 0
 		filled = true
+	}
+	if !needed {
+		s.pool.refilled() // full: no take waits for a refill any more
 	}
 	return filled, next
 }
@@ -446,6 +513,28 @@ func (s *Service) poolFill(ctx context.Context, t *poolTarget) error {
 	}
 	s.log.Debug("warm pool: sandbox ready", "sandbox", rec.ID, "template", t.ref, "ready", s.pool.count(t.ref, t.key), "size", t.size, "ms", time.Since(t0).Milliseconds())
 	return nil
+}
+
+// poolCheck replaces pooled sandboxes whose envd stopped answering (a take
+// without /init hands them out as they are).
+func (s *Service) poolCheck(ctx context.Context) {
+	s.pool.mu.Lock()
+	ids := make([]string, 0, len(s.pool.ready))
+	for _, e := range s.pool.ready {
+		ids = append(ids, e.id)
+	}
+	s.pool.mu.Unlock()
+	for _, id := range ids {
+		hctx, cancel := context.WithTimeout(ctx, poolHealthWait)
+		err := s.envd.waitHealthy(hctx, id)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		if s.pool.discardWhere(func(e pooled) bool { return e.id == id }) > 0 {
+			s.log.Warn("warm pool: pooled sandbox unhealthy; replacing it", "sandbox", id, "err", err)
+		}
+	}
 }
 
 // emptyTrash destroys the sandboxes thrown out of the pool.

@@ -57,7 +57,7 @@ func (r slowRuntime) Create(ctx context.Context, spec runtime.Spec) (runtime.Inf
 
 // newPoolService starts a service with a warm pool of base; the test
 // closes it (closeService) or cleanup does.
-func newPoolService(t *testing.T, rt runtime.Runtime, db string, tpls Templates, size int) *Service {
+func newPoolService(t *testing.T, rt runtime.Runtime, db string, tpls Templates, size int, tune ...func(*Service)) *Service {
 	t.Helper()
 	st, err := bolt.Open(db)
 	if err != nil {
@@ -73,6 +73,9 @@ func newPoolService(t *testing.T, rt runtime.Runtime, db string, tpls Templates,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range tune {
+		f(s)
 	}
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -348,7 +351,9 @@ func TestPoolFailedTakeFallsBackCold(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.d.Close(ctx)
-	rec, err := s.Create(ctx, CreateRequest{Team: "t", Template: "base", Timeout: time.Minute, Secure: true, Internet: true})
+	// With envs the take re-inits envd (a take without only records).
+	rec, err := s.Create(ctx, CreateRequest{Team: "t", Template: "base", Timeout: time.Minute, Secure: true, Internet: true,
+		EnvVars: map[string]string{"A": "1"}})
 	if err != nil {
 		t.Fatalf("create did not fall back: %v", err)
 	}
@@ -360,6 +365,59 @@ func TestPoolFailedTakeFallsBackCold(t *testing.T) {
 		t.Fatalf("broken sandbox has a record: %v", err)
 	}
 	waitPool(t, s, 1)
+}
+
+func TestPoolReplacesUnhealthySandboxes(t *testing.T) {
+	rt := newFakeRuntime()
+	s := newPoolService(t, rt, filepath.Join(t.TempDir(), "db"), nil, 2, func(s *Service) { s.pool.recheck = 50 * time.Millisecond })
+	ctx := context.Background()
+	ids := waitPool(t, s, 2)
+	var dead string
+	for id := range ids {
+		dead = id
+		break
+	}
+	b, err := rt.setState(dead, runtime.StatePaused) // its envd stops answering
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.d.Close(ctx)
+	waitFor(t, "the unhealthy pooled sandbox replaced", func() bool {
+		now := pooledIDs(s)
+		return len(now) == 2 && !now[dead]
+	})
+	waitFor(t, "the unhealthy sandbox destroyed", func() bool { _, err := rt.get(dead); return err != nil })
+	// A secure create without envs takes without /init: only healthy ones are left.
+	rec, err := s.Create(ctx, CreateRequest{Team: "t", Template: "base", Timeout: time.Minute, Secure: true, Internet: true})
+	if err != nil || rec.ID == dead {
+		t.Fatalf("create: %v %s", err, rec.ID)
+	}
+	if rt.daemon(rec.ID).State().AccessToken() != s.EnvdToken(rec.ID) {
+		t.Fatal("token of a sandbox taken without /init is not its own")
+	}
+}
+
+func TestPoolRefillWaitsAfterTakes(t *testing.T) {
+	p := &pool{}
+	now := time.Now()
+	if p.refillWait(now) != 0 {
+		t.Fatal("waits without takes")
+	}
+	p.firstTake, p.lastTake = now, now
+	if w := p.refillWait(now); w != poolRefillQuiet {
+		t.Fatalf("right after a take: wait %s, want %s", w, poolRefillQuiet)
+	}
+	p.firstTake = now.Add(-poolRefillMaxWait + 10*time.Millisecond) // takes keep coming
+	if w := p.refillWait(now); w != 10*time.Millisecond {
+		t.Fatalf("after a second of takes: wait %s, want 10ms", w)
+	}
+	if w := p.refillWait(now.Add(time.Second)); w != 0 {
+		t.Fatalf("later: wait %s", w)
+	}
+	p.refilled()
+	if p.refillWait(now) != 0 {
+		t.Fatal("waits after refilled")
+	}
 }
 
 func TestPoolRefillBacksOffAfterErrors(t *testing.T) {
