@@ -8,8 +8,9 @@
 # Knobs (environment): BENCH_QUICK=1 (small CI-friendly counts), BENCH_N,
 # BENCH_CONCURRENCY, BENCH_CONC_SAMPLES, BENCH_CMD_N, BENCH_FILES_RUNS,
 # BENCH_DENSITY_MAX, BENCH_LOAD_SECONDS, BENCH_LOAD_CONCURRENCY, BENCH_FLOOR_N,
-# BENCH_PROFILE_SECONDS, BENCH_ONLY=create,concurrent,commands,files,envd,
-# density,control,kill,profile, BENCH_BRIDGE, BENCH_SUBNET, BENCH_RESULTS,
+# BENCH_PROFILE_SECONDS, BENCH_POOL_SIZE, BENCH_POOL_N, BENCH_POOL_ROUNDS,
+# BENCH_ONLY=create,pool,concurrent,commands,files,envd,density,control,kill,
+# profile, BENCH_BRIDGE, BENCH_SUBNET, BENCH_POOL_BRIDGE, BENCH_POOL_SUBNET, BENCH_RESULTS,
 # PADDOCK_BIN (skip the build and use this binary). See bench/README.md.
 set -euo pipefail
 

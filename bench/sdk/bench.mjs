@@ -48,15 +48,20 @@ const cfg = {
   loadConcurrency: int('BENCH_LOAD_CONCURRENCY', 16, 8),
   floorN: int('BENCH_FLOOR_N', 50, 10),
   profileSeconds: int('BENCH_PROFILE_SECONDS', 20, 0),
+  poolSize: Math.max(1, int('BENCH_POOL_SIZE', 4, 4)), // --pool-size of the pool section's serve
+  poolN: int('BENCH_POOL_N', 100, 20), // sequential creates from the pool (and as many cold)
+  poolRounds: int('BENCH_POOL_ROUNDS', 5, 2), // back-to-back rounds of 2 × pool size creates
   only: (process.env.BENCH_ONLY || '').split(',').filter(Boolean),
   bridge: process.env.BENCH_BRIDGE || 'pdbench0',
   subnet: process.env.BENCH_SUBNET || '10.250.0.0/16',
+  poolBridge: process.env.BENCH_POOL_BRIDGE || `${process.env.BENCH_BRIDGE || 'pdbench0'}p`,
+  poolSubnet: process.env.BENCH_POOL_SUBNET || '10.251.0.0/16',
   paddockBin: path.resolve(process.env.PADDOCK_BIN || path.join(root, 'bin/paddock')),
   pbenchBin: path.resolve(process.env.PBENCH_BIN || path.join(benchDir, '.out/pbench')),
-  outDir: path.join(benchDir, '.out'),
+  outDir: path.resolve(process.env.BENCH_OUT || path.join(benchDir, '.out')),
   results: path.resolve(process.env.BENCH_RESULTS || path.join(benchDir, 'RESULTS.md')),
 }
-const sections = ['create', 'concurrent', 'commands', 'files', 'envd', 'density', 'control', 'kill', 'profile']
+const sections = ['create', 'pool', 'concurrent', 'commands', 'files', 'envd', 'density', 'control', 'kill', 'profile']
 for (const s of cfg.only) if (!sections.includes(s)) throw new Error(`BENCH_ONLY: unknown section ${s} (known: ${sections.join(',')})`)
 const want = (s) => cfg.only.length === 0 || cfg.only.includes(s) || (s === 'density' && cfg.only.some((o) => o === 'control' || o === 'kill'))
 
@@ -135,6 +140,106 @@ async function sectionCreate() {
   row('create.firstcmd', 'create (sequential, cold)', 'first commands.run("true") after create', 'ms', summarize(firstCmdMs), null, '')
   row('kill.seq', 'kill', 'sbx.kill() (sequential section, 1 sandbox alive)', 'ms', summarize(killMs), summarize(floor.samples.teardown), 'libcontainer kill+destroy+unmount')
   extra.floor = floor
+}
+
+/**
+ * (1a) The warm pool: a second serve with --pool-size keeps started
+ * sandboxes of base ready. Sequential creates from it, each once the pool is
+ * full again (GET /health warmPool), interleaved with as many cold creates
+ * on the main serve (no pool) as the baseline; then back-to-back creates
+ * (twice the pool size, no pause) that drain it. Whether a create was served
+ * from the pool is read from the pool serve's log ("sandbox created …
+ * pool=true").
+ */
+async function sectionPool() {
+  const size = cfg.poolSize
+  const ps = new Serve({
+    bin: cfg.paddockBin, bridge: cfg.poolBridge, subnet: cfg.poolSubnet, outDir: cfg.outDir, log,
+    extraArgs: ['--pool-size', String(size)], logName: 'serve-pool.log',
+  })
+  const full = `base ${size}/${size}`
+  const health = async () => (await (await fetch(`${ps.url}/health`)).json()).checks ?? {}
+  const waitFull = async () => {
+    const t0 = performance.now()
+    for (;;) {
+      if ((await health()).warmPool === full) return performance.now() - t0
+      if (performance.now() - t0 > 60_000) throw new Error(`the warm pool did not refill within 60 s: ${(await health()).warmPool}`)
+      await sleep(10)
+    }
+  }
+  const settle = 100 // ms after the pool is full: the refill's tail (envd, log) settles
+  const timed = async (opts) => {
+    const t0 = performance.now()
+    const s = await Sandbox.create({ ...opts, timeoutMs: 3_600_000 })
+    const t1 = performance.now()
+    await s.commands.run('true')
+    const t2 = performance.now()
+    return { s, create: t1 - t0, usable: t2 - t0, first: t2 - t1 }
+  }
+  await ps.start()
+  try {
+    // The pool serve extracts code-interpreter-v1 in the background at
+    // start: let that finish so it does not load the measurements.
+    const t0 = Date.now()
+    while ((await health()).codeInterpreterTemplate === 'building' && Date.now() - t0 < 180_000) await sleep(500)
+    const refill = await waitFull()
+    log(`pool: serve --pool-size ${size} full after ${(refill / 1000).toFixed(1)} s more; ${cfg.poolN} sequential creates from it (+3 warm-up), each beside a cold one`)
+    const pool = { create: [], usable: [], first: [], refill: [] }
+    const cold = { create: [], usable: [], first: [] }
+    const seqIds = []
+    for (let i = -3; i < cfg.poolN; i++) {
+      await waitFull()
+      await sleep(settle)
+      const c = await timed(serve.sdkOpts)
+      await c.s.kill()
+      await waitFull()
+      await sleep(settle)
+      const p = await timed(ps.sdkOpts)
+      await p.s.kill()
+      pool.refill.push(await waitFull())
+      if (i < 0) continue
+      seqIds.push(p.s.sandboxId)
+      for (const k of ['create', 'usable', 'first']) cold[k].push(c[k]), pool[k].push(p[k])
+    }
+    log(`pool: ${cfg.poolRounds} rounds of ${2 * size} back-to-back creates`)
+    const burst = [] // {id, create}
+    const walls = []
+    for (let r = 0; r < cfg.poolRounds; r++) {
+      await waitFull()
+      await sleep(settle)
+      const alive = []
+      const w0 = performance.now()
+      for (let i = 0; i < 2 * size; i++) {
+        const x = await timed(ps.sdkOpts)
+        alive.push(x.s)
+        burst.push({ id: x.s.sandboxId, create: x.create, usable: x.usable, i })
+      }
+      walls.push(performance.now() - w0)
+      for (const s of alive) await s.kill()
+    }
+    // Which creates the pool served, from the serve's log.
+    const served = new Map() // id → server-side take ms
+    for (const line of fs.readFileSync(ps.logPath, 'utf8').split('\n')) {
+      if (!line.includes('msg="sandbox created"') || !line.includes('pool=true')) continue
+      const id = /\ssandbox=(\S+)/.exec(line)?.[1]
+      if (id) served.set(id, Number(/\sms=([0-9.]+)/.exec(line)?.[1]))
+    }
+    const seqHits = seqIds.filter((id) => served.has(id)).length
+    const hit = burst.filter((b) => served.has(b.id)), miss = burst.filter((b) => !served.has(b.id))
+    const sec = `warm pool (serve --pool-size ${size})`
+    const coldName = 'cold create, serve without pool (same run, interleaved)'
+    row('pool.create', sec, `Sandbox.create() returned, sequential, pool refilled before each (${seqHits}/${seqIds.length} from the pool)`, 'ms', summarize(pool.create), summarize(cold.create), coldName)
+    row('pool.usable', sec, '… create → first commands.run("true") done', 'ms', summarize(pool.usable), summarize(cold.usable), coldName)
+    row('pool.firstcmd', sec, '… first commands.run("true") after create', 'ms', summarize(pool.first), summarize(cold.first), coldName)
+    row('pool.take', sec, 'take on the server (POST /init + record write; serve log)', 'ms', summarize(seqIds.map((id) => served.get(id)).filter((v) => v != null && !Number.isNaN(v))), null, '')
+    row('pool.refill', sec, 'pool full again after a create + kill (GET /health warmPool polled every 10 ms)', 'ms', summarize(pool.refill.slice(3)), null, '')
+    row('pool.burst.hit', sec, `back-to-back, ${2 * size} per round × ${cfg.poolRounds}: Sandbox.create() served from the pool (${hit.length})`, 'ms', summarize(hit.map((b) => b.create)), summarize(cold.create), coldName)
+    row('pool.burst.miss', sec, `… after it drained: cold, while it refills (${miss.length})`, 'ms', summarize(miss.map((b) => b.create)), summarize(cold.create), coldName)
+    row('pool.burst.usable', sec, '… back-to-back create → first command done, all', 'ms', summarize(burst.map((b) => b.usable)), summarize(cold.usable), coldName)
+    row('pool.burst.wall', sec, `… wall time for ${2 * size} back-to-back create→first command`, 'ms', summarize(walls), null, '')
+  } finally {
+    await ps.stop()
+  }
 }
 
 /** (1b) create→usable with c creates at once. */
@@ -510,6 +615,7 @@ try {
   await serve.start()
   pb.setApiKey(serve.apiKey)
   await section('create', sectionCreate)
+  await section('pool', sectionPool)
   await section('concurrent', sectionConcurrent)
   await section('commands', sectionCommands)
   await section('files', sectionFiles)

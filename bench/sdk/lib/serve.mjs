@@ -22,9 +22,11 @@ export async function freePort() {
 
 export class Serve {
   /**
-   * @param {{bin:string, bridge:string, subnet:string, outDir:string, log:(s:string)=>void}} o
+   * @param {{bin:string, bridge:string, subnet:string, outDir:string, log:(s:string)=>void, extraArgs?:string[], logName?:string}} o
    */
   constructor(o) {
+    this.extraArgs = []
+    this.logName = 'serve.log'
     Object.assign(this, o)
     this.proc = null
     this.dataDir = null
@@ -37,7 +39,7 @@ export class Serve {
     this.pprofPort = await freePort()
     this.url = `http://127.0.0.1:${this.port}`
     this.pprofUrl = `http://127.0.0.1:${this.pprofPort}`
-    this.logPath = path.join(this.outDir, 'serve.log')
+    this.logPath = path.join(this.outDir, this.logName)
     const logFd = fs.openSync(this.logPath, 'w')
     const args = [
       'serve',
@@ -49,6 +51,7 @@ export class Serve {
       // "sandbox create phases"); pprof for the profile.
       '--log-level', 'debug',
       '--pprof-listen', `127.0.0.1:${this.pprofPort}`,
+      ...this.extraArgs,
     ]
     this.log(`starting ${this.bin} ${args.join(' ')}`)
     this.proc = spawn(this.bin, args, { stdio: ['ignore', logFd, logFd] })
