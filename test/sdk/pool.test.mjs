@@ -94,9 +94,7 @@ describe('warm pool: paddock serve --pool-size 2', () => {
 
   test('creates take pooled sandboxes; envs given at create are visible', T, async () => {
     const ready = new Set(pooledIds())
-    const t0 = performance.now()
     const a = await create({ envs: { FOO: 'from-a' }, metadata: { who: 'a' } })
-    const createMs = performance.now() - t0
     const b = await create({ envs: { FOO: 'from-b' }, metadata: { who: 'b' } })
     assert.notEqual(a.sandboxId, b.sandboxId)
     for (const s of [a, b]) assert.ok(ready.has(s.sandboxId), `${s.sandboxId} came from the pool (${[...ready]})`)
@@ -109,7 +107,6 @@ describe('warm pool: paddock serve --pool-size 2', () => {
     const info = await a.getInfo()
     assert.equal(info.metadata.who, 'a')
     assert.ok(new Date(info.endAt) > new Date(), 'end time in the future')
-    console.log(`# create from the pool: ${createMs.toFixed(1)} ms`)
   })
 
   test('sandboxes from the pool are isolated from each other', T, async () => {
@@ -149,7 +146,18 @@ describe('warm pool: paddock serve --pool-size 2', () => {
     }
   })
 
+  test('a create without envs takes one as it is (no second /init) and works', T, async () => {
+    const ready = new Set(pooledIds().filter((id) => !ids.includes(id)))
+    const d = await create()
+    assert.ok(ready.has(d.sandboxId), 'from the pool')
+    assert.ok(takenIds().includes(d.sandboxId))
+    assert.equal((await d.commands.run('echo "[$FOO] $E2B_SANDBOX_ID $(whoami) $PWD"')).stdout, `[] ${d.sandboxId} user /home/user\n`)
+    await d.files.write('/home/user/x', 'y')
+    assert.equal(await d.files.read('/home/user/x'), 'y')
+  })
+
   test('a request the pool cannot serve (no internet) goes cold and works', T, async () => {
+    await waitFull()
     const ready = new Set(pooledIds())
     const c = await create({ allowInternetAccess: false, envs: { FOO: 'cold' } })
     assert.ok(!ready.has(c.sandboxId), 'not from the pool')
@@ -166,6 +174,7 @@ describe('warm pool: paddock serve --pool-size 2', () => {
 
   test('after stop, nothing of taken or pooled sandboxes is left on the host', T, async () => {
     await killAllSandboxes(server.url, key, ids)
+    await waitFull()
     const st = await stopServe(server)
     assert.equal(st.code, 0, `SIGTERM ends serve cleanly: ${JSON.stringify(st)}`)
     assert.match(server.stderr(), /warm pool: pooled sandboxes destroyed.* count=2/)
