@@ -24,13 +24,17 @@ import (
 // does not know it. After a crash the runtime still has it without a
 // record, and Start reaps it like any other orphan.
 //
-// Create takes one when the request is compatible (see poolCompatible):
-// it is removed from the pool under the pool's lock (one taker only),
-// envd gets /init again with the request's environment and token, and its
-// record is written as running, tracked for expiry like any other. On any
-// failure it is destroyed in the background and the create goes the cold
-// path; the caller never sees the difference. One goroutine refills the
-// pool, one sandbox at a time, with backoff on errors; Close stops it and
+// Create takes one when the request is compatible (see poolCompatible) and
+// the template resolves to the same build (templateKey): it is removed from
+// the pool under the pool's lock (one taker only), envd gets /init again
+// with the request's environment and token (unless the request changes
+// nothing of what the fill gave it), and its record is written as running,
+// tracked for expiry like any other. On any failure it is destroyed in the
+// background and the create goes the cold path; the caller never sees the
+// difference. One goroutine refills the pool, one sandbox at a time, a
+// moment after takes (refillWait), with backoff on errors; every
+// poolRecheck it re-resolves the templates (replacing sandboxes of rebuilt
+// or deleted ones) and checks the pooled envds. Close stops it and
 // destroys what is pooled.
 
 // DefaultPoolTemplate is the template Config.PoolSize applies to: the
@@ -104,8 +108,11 @@ func newPool(cfg Config) (*pool, error) {
 		if n < 0 || strings.TrimSpace(ref) == "" {
 			return nil, fmt.Errorf("pool of template %q: size %d: want a template and a size ≥ 0", ref, n)
 		}
-		if n > 0 {
-			sizes[ref] = n // overrides PoolSize for the same reference
+		sizes[ref] = n // overrides PoolSize for the same reference
+	}
+	for ref, n := range sizes {
+		if n == 0 {
+			delete(sizes, ref)
 		}
 	}
 	if len(sizes) == 0 {

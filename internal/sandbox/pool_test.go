@@ -556,6 +556,7 @@ func TestPoolConfig(t *testing.T) {
 		{2, nil, true, "base 0/2"},
 		{-1, nil, false, ""},
 		{1, map[string]int{"base": 3, "other": 1}, true, "base 0/3, other 0/1"},
+		{2, map[string]int{"base": 0, "other": 1}, true, "other 0/1"},
 		{0, map[string]int{"x": -1}, false, ""},
 		{0, map[string]int{"": 1}, false, ""},
 	} {
