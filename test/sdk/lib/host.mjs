@@ -104,8 +104,10 @@ export class HostServer {
       try {
         const res = await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(5000) })
         const body = await res.text()
-        if (res.status === 200) break
-        if (res.status !== 503) throw new Error(`GET /health: ${res.status} ${body}`)
+        // Healthy, and the start-up memory snapshot self-test (a throwaway
+        // sandbox) is over, so that inventories taken next do not see it.
+        if (res.status === 200 && JSON.parse(body).checks?.memorySnapshots !== 'checking') break
+        if (res.status !== 503 && res.status !== 200) throw new Error(`GET /health: ${res.status} ${body}`)
       } catch (err) {
         if (String(err.message).startsWith('GET /health')) throw err
       }
