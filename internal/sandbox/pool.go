@@ -89,10 +89,11 @@ type poolTarget struct {
 
 // pooled is one ready sandbox.
 type pooled struct {
-	id  string
-	ref string // the target that filled it
-	key string // fingerprint of the template it was started from
-	at  time.Time
+	id         string
+	ref        string // the target that filled it
+	templateID string
+	key        string // fingerprint of the template (build) it was started from
+	at         time.Time
 }
 
 // newPool builds the pool of a config; nil when it is off.
@@ -159,25 +160,28 @@ func (p *pool) signal() {
 	}
 }
 
-// pop removes and returns a ready sandbox of template key (the oldest).
-func (p *pool) pop(key string) (pooled, bool) {
+// pop removes and returns a ready sandbox of template key (the oldest);
+// stale says that there are some of the template's ID with another key.
+func (p *pool) pop(templateID, key string) (e pooled, ok, stale bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return pooled{}, false
+		return pooled{}, false, false
 	}
 	for i, e := range p.ready {
-		if e.key == key {
-			p.ready = append(p.ready[:i:i], p.ready[i+1:]...)
-			now := time.Now()
-			if p.firstTake.IsZero() {
-				p.firstTake = now
-			}
-			p.lastTake = now
-			return e, true
+		if e.key != key {
+			stale = stale || e.templateID == templateID
+			continue
 		}
+		p.ready = append(p.ready[:i:i], p.ready[i+1:]...)
+		now := time.Now()
+		if p.firstTake.IsZero() {
+			p.firstTake = now
+		}
+		p.lastTake = now
+		return e, true, false
 	}
-	return pooled{}, false
+	return pooled{}, false, stale
 }
 
 // refillWait is how long a refill should still wait: a sandbox just taken
@@ -283,12 +287,14 @@ func (s *Service) takePooled(ctx context.Context, req CreateRequest, tpl Templat
 	if p == nil || !poolCompatible(req, tpl) {
 		return Record{}, false
 	}
-	e, ok := p.pop(templateKey(tpl))
-	p.signal() // refill (or notice that this template has none ready)
+	e, ok, stale := p.pop(tpl.ID, templateKey(tpl))
 	if !ok {
-		s.log.Debug("warm pool has no sandbox of this template; cold create", "template", tpl.ID)
-		return Record{}, false
+		if stale {
+			p.signal() // the template changed: the refiller replaces them
+		}
+		return Record{}, false // none ready of this template and build
 	}
+	p.signal() // refill
 	t0 := s.now()
 	rec, ph, err := s.adoptPooled(ctx, e, req, tpl)
 	if err != nil {
@@ -514,7 +520,7 @@ func (s *Service) poolFill(ctx context.Context, t *poolTarget) error {
 		s.discard(rec.ID)
 		return err
 	}
-	if !s.pool.put(pooled{id: rec.ID, ref: t.ref, key: t.key, at: s.now()}) {
+	if !s.pool.put(pooled{id: rec.ID, ref: t.ref, templateID: tpl.ID, key: t.key, at: s.now()}) {
 		s.discard(rec.ID)
 		return errors.New("the pool is closed")
 	}
