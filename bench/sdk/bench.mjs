@@ -51,6 +51,7 @@ const cfg = {
   poolSize: Math.max(1, int('BENCH_POOL_SIZE', 4, 4)), // --pool-size of the pool section's serve
   poolN: int('BENCH_POOL_N', 100, 20), // sequential creates from the pool (and as many cold)
   poolRounds: int('BENCH_POOL_ROUNDS', 5, 2), // back-to-back rounds of 2 × pool size creates
+  poolSettleMs: int('BENCH_POOL_SETTLE_MS', 500, 500), // pause once the pool is full again, before the next create
   only: (process.env.BENCH_ONLY || '').split(',').filter(Boolean),
   bridge: process.env.BENCH_BRIDGE || 'pdbench0',
   subnet: process.env.BENCH_SUBNET || '10.250.0.0/16',
@@ -167,7 +168,9 @@ async function sectionPool() {
       await sleep(10)
     }
   }
-  const settle = 100 // ms after the pool is full: the refill's tail (envd, log) settles
+  // After the pool is full again, the refill's tail (the new sandbox's
+  // envd starting, serve's garbage collection) still runs for a moment.
+  const settle = cfg.poolSettleMs
   const timed = async (opts) => {
     const t0 = performance.now()
     const s = await Sandbox.create({ ...opts, timeoutMs: 3_600_000 })
@@ -228,7 +231,7 @@ async function sectionPool() {
     const hit = burst.filter((b) => served.has(b.id)), miss = burst.filter((b) => !served.has(b.id))
     const sec = `warm pool (serve --pool-size ${size})`
     const coldName = 'cold create, serve without pool (same run, interleaved)'
-    row('pool.create', sec, `Sandbox.create() returned, sequential, pool refilled before each (${seqHits}/${seqIds.length} from the pool)`, 'ms', summarize(pool.create), summarize(cold.create), coldName)
+    row('pool.create', sec, `Sandbox.create() returned, sequential, pool refilled and ${settle} ms of rest before each (${seqHits}/${seqIds.length} from the pool)`, 'ms', summarize(pool.create), summarize(cold.create), coldName)
     row('pool.usable', sec, '… create → first commands.run("true") done', 'ms', summarize(pool.usable), summarize(cold.usable), coldName)
     row('pool.firstcmd', sec, '… first commands.run("true") after create', 'ms', summarize(pool.first), summarize(cold.first), coldName)
     row('pool.take', sec, 'take on the server (POST /init + record write; serve log)', 'ms', summarize(seqIds.map((id) => served.get(id)).filter((v) => v != null && !Number.isNaN(v))), null, '')
