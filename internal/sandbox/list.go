@@ -71,10 +71,9 @@ func (s *Service) List(ctx context.Context, f ListFilter) (Page, error) {
 	if err != nil {
 		return Page{}, fmt.Errorf("list sandboxes: %w", err)
 	}
-	var match []Record
+	var match []*Record
 	page := Page{}
-	decoded := s.decoded.decode(recs)
-	for _, r := range decoded {
+	for _, r := range s.decoded.decode(recs) {
 		if r.Team != f.Team || !states[r.State] {
 			continue
 		}
@@ -92,7 +91,7 @@ func (s *Service) List(ctx context.Context, f ListFilter) (Page, error) {
 		}
 		match = append(match, r)
 	}
-	less := func(a, b Record) bool { // newest first, then by ID
+	less := func(a, b *Record) bool { // newest first, then by ID
 		if !a.StartedAt.Equal(b.StartedAt) {
 			return a.StartedAt.After(b.StartedAt)
 		}
@@ -100,12 +99,12 @@ func (s *Service) List(ctx context.Context, f ListFilter) (Page, error) {
 	}
 	if f.Ascending {
 		desc := less
-		less = func(a, b Record) bool { return desc(b, a) }
+		less = func(a, b *Record) bool { return desc(b, a) }
 	}
 	sort.Slice(match, func(i, j int) bool { return less(match[i], match[j]) })
 	start := 0
 	if after != nil {
-		pivot := Record{ID: after.ID, StartedAt: after.StartedAt}
+		pivot := &Record{ID: after.ID, StartedAt: after.StartedAt}
 		start = sort.Search(len(match), func(i int) bool { return less(pivot, match[i]) })
 	}
 	end := start + f.Limit
@@ -115,7 +114,10 @@ func (s *Service) List(ctx context.Context, f ListFilter) (Page, error) {
 	} else {
 		end = len(match)
 	}
-	page.Sandboxes = match[start:end]
+	page.Sandboxes = make([]Record, 0, end-start)
+	for _, r := range match[start:end] {
+		page.Sandboxes = append(page.Sandboxes, *r)
+	}
 	return page, nil
 }
 
@@ -159,38 +161,60 @@ func decodeCursor(s string) (cursor, error) {
 // store stays the truth: a record is reused only when its bytes are equal.
 type recordCache struct {
 	mu sync.Mutex
-	m  map[string]cachedRecord
+	m  map[string]*cachedRecord
 }
 
 type cachedRecord struct {
 	raw []byte
-	rec Record
+	rec *Record
 }
 
 // decode returns the records of recs, skipping undecodable ones. The
-// returned records share their maps with the cache: callers must not
-// modify them.
-func (c *recordCache) decode(recs []store.Record) []Record {
+// records (and their maps) are shared with the cache and other callers:
+// callers must not modify them.
+func (c *recordCache) decode(recs []store.Record) []*Record {
 	c.mu.Lock()
 	old := c.m
 	c.mu.Unlock()
-	next := make(map[string]cachedRecord, len(recs))
-	out := make([]Record, 0, len(recs))
-	for _, kv := range recs {
-		if e, ok := old[kv.Key]; ok && bytes.Equal(e.raw, kv.Value) {
+	var next map[string]*cachedRecord // built only when something changed
+	changed := len(recs) != len(old)
+	out := make([]*Record, 0, len(recs))
+	for i, kv := range recs {
+		e, ok := old[kv.Key]
+		if !ok || !bytes.Equal(e.raw, kv.Value) {
+			var r Record
+			if err := json.Unmarshal(kv.Value, &r); err != nil {
+				changed = true
+				continue
+			}
+			e = &cachedRecord{raw: kv.Value, rec: &r}
+			changed = true
+		}
+		if changed && next == nil {
+			next = make(map[string]*cachedRecord, len(recs))
+			for _, prev := range recs[:i] {
+				if pe, ok := old[prev.Key]; ok && bytes.Equal(pe.raw, prev.Value) {
+					next[prev.Key] = pe
+				}
+			}
+		}
+		if next != nil {
 			next[kv.Key] = e
-			out = append(out, e.rec)
-			continue
 		}
-		var r Record
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			continue
-		}
-		next[kv.Key] = cachedRecord{raw: kv.Value, rec: r}
-		out = append(out, r)
+		out = append(out, e.rec)
 	}
-	c.mu.Lock()
-	c.m = next
-	c.mu.Unlock()
+	if changed {
+		if next == nil { // only undecodable records changed
+			next = make(map[string]*cachedRecord, len(recs))
+			for _, kv := range recs {
+				if e, ok := old[kv.Key]; ok && bytes.Equal(e.raw, kv.Value) {
+					next[kv.Key] = e
+				}
+			}
+		}
+		c.mu.Lock()
+		c.m = next
+		c.mu.Unlock()
+	}
 	return out
 }

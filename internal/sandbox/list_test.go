@@ -42,4 +42,9 @@ func TestRecordCacheFollowsTheStore(t *testing.T) {
 	if first["probe"] != "x" {
 		t.Fatal("unchanged record was decoded again instead of reused")
 	}
+	// An undecodable record joining keeps the others cached.
+	again := c.decode([]store.Record{{Key: "ia", Value: enc(a)}, {Key: "ibad", Value: []byte("{")}})
+	if len(again) != 1 || again[0] != got[0] || len(c.m) != 1 {
+		t.Fatalf("with a bad record: %+v, cache %v", again, c.m)
+	}
 }
