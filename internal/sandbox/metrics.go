@@ -64,7 +64,17 @@ func (s *Service) sampleLoop() {
 			ids = append(ids, id)
 		}
 		s.mu.Unlock()
-		for _, id := range ids {
+		// Spread over half the period, so that hundreds of sandboxes do
+		// not make a burst of work every sampleEvery.
+		gap := sampleEvery / 2 / time.Duration(max(len(ids), 1))
+		for i, id := range ids {
+			if i > 0 {
+				select {
+				case <-s.stop:
+					return
+				case <-time.After(gap):
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), sampleEvery)
 			if r, err := s.load(ctx, id); err == nil && r.State == StateRunning {
 				if mt, err := s.sample(ctx, r); err == nil {

@@ -117,6 +117,10 @@ type Runtime struct {
 	mu    sync.Mutex
 	inits map[string]*initWaiter // inits this process started
 	refs  map[string]initRef     // running inits, for Dial without a network manager
+	// loaded keeps the containers Stats loaded: loading parses the
+	// container's state file, which dominated the metrics sampler's cost
+	// with hundreds of sandboxes. forget drops an entry.
+	loaded map[string]*libcontainer.Container
 
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -701,6 +705,7 @@ func (r *Runtime) initPid(id string) (int, error) {
 func (r *Runtime) forget(id string) {
 	r.mu.Lock()
 	delete(r.refs, id)
+	delete(r.loaded, id)
 	r.mu.Unlock()
 }
 
@@ -742,13 +747,37 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 // sandbox's writable layer, from a walk that stops after maxDiskWalk entries
 // (an underestimate for huge layers).
 func (r *Runtime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	c, err := r.load(id)
+	r.mu.Lock()
+	c := r.loaded[id]
+	r.mu.Unlock()
+	fresh := c == nil
+	if fresh {
+		// Under the sandbox's lock, so that a Destroy (which forgets it)
+		// cannot come between the load and the caching.
+		unlock := r.locks.lock(id)
+		defer unlock()
+		var err error
+		if c, err = r.load(id); err != nil {
+			return runtime.Stats{}, fmt.Errorf("stats of sandbox %s: %w", id, err)
+		}
+	}
+	s, err := c.Stats()
+	if err != nil && !fresh { // the cached container may be stale: load it again
+		r.mu.Lock()
+		delete(r.loaded, id)
+		r.mu.Unlock()
+		return r.Stats(ctx, id)
+	}
 	if err != nil {
 		return runtime.Stats{}, fmt.Errorf("stats of sandbox %s: %w", id, err)
 	}
-	s, err := c.Stats()
-	if err != nil {
-		return runtime.Stats{}, fmt.Errorf("stats of sandbox %s: %w", id, err)
+	if fresh {
+		r.mu.Lock()
+		if r.loaded == nil {
+			r.loaded = map[string]*libcontainer.Container{}
+		}
+		r.loaded[id] = c
+		r.mu.Unlock()
 	}
 	var out runtime.Stats
 	if cg := s.CgroupStats; cg != nil {
