@@ -36,6 +36,35 @@ type CreateRequest struct {
 	AutoPauseFilesOnly bool
 }
 
+// newRecord is the record of a sandbox created at now for req from tpl;
+// the caller sets its state (and times beyond CreatedAt).
+func (s *Service) newRecord(id string, req CreateRequest, tpl Template, now time.Time) Record {
+	return Record{
+		ID:                 id,
+		Team:               req.Team,
+		TemplateID:         tpl.ID,
+		Alias:              tpl.Alias,
+		Node:               s.cfg.Node,
+		CreatedAt:          now,
+		Metadata:           req.Metadata,
+		EnvVars:            req.EnvVars,
+		CPUs:               tpl.CPUs,
+		MemoryMB:           tpl.MemoryMB,
+		DiskMB:             tpl.DiskMB,
+		EnvdVersion:        tpl.EnvdVersion,
+		Secure:             req.Secure,
+		Internet:           req.Internet,
+		InternetSet:        req.InternetSet,
+		PublicTraffic:      req.PublicTraffic,
+		MaskRequestHost:    req.MaskRequestHost,
+		AutoPause:          req.AutoPause,
+		AutoResume:         req.AutoResume,
+		AutoPauseFilesOnly: req.AutoPauseFilesOnly,
+		User:               tpl.User,
+		Workdir:            tpl.Workdir,
+	}
+}
+
 // createTimeout bounds how long a create may take end to end.
 const createTimeout = 45 * time.Second
 
@@ -79,31 +108,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	}
 
 	now := s.now().UTC()
-	rec := Record{
-		ID:                 s.cfg.NewID(),
-		Team:               req.Team,
-		TemplateID:         tpl.ID,
-		Alias:              tpl.Alias,
-		State:              StateCreating,
-		Node:               s.cfg.Node,
-		CreatedAt:          now,
-		Metadata:           req.Metadata,
-		EnvVars:            req.EnvVars,
-		CPUs:               tpl.CPUs,
-		MemoryMB:           tpl.MemoryMB,
-		DiskMB:             tpl.DiskMB,
-		EnvdVersion:        tpl.EnvdVersion,
-		Secure:             req.Secure,
-		Internet:           req.Internet,
-		InternetSet:        req.InternetSet,
-		PublicTraffic:      req.PublicTraffic,
-		MaskRequestHost:    req.MaskRequestHost,
-		AutoPause:          req.AutoPause,
-		AutoResume:         req.AutoResume,
-		AutoPauseFilesOnly: req.AutoPauseFilesOnly,
-		User:               tpl.User,
-		Workdir:            tpl.Workdir,
-	}
+	rec := s.newRecord(s.cfg.NewID(), req, tpl, now)
+	rec.State = StateCreating
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return Record{}, err

@@ -317,33 +317,9 @@ type takePhases struct{ init, record time.Duration }
 func (s *Service) adoptPooled(ctx context.Context, e pooled, req CreateRequest, tpl Template) (Record, takePhases, error) {
 	var ph takePhases
 	now := s.now().UTC()
-	rec := Record{
-		ID:                 e.id,
-		Team:               req.Team,
-		TemplateID:         tpl.ID,
-		Alias:              tpl.Alias,
-		State:              StateRunning,
-		Node:               s.cfg.Node,
-		CreatedAt:          now,
-		StartedAt:          now,
-		EndAt:              now.Add(req.Timeout),
-		Metadata:           req.Metadata,
-		EnvVars:            req.EnvVars,
-		CPUs:               tpl.CPUs,
-		MemoryMB:           tpl.MemoryMB,
-		DiskMB:             tpl.DiskMB,
-		EnvdVersion:        tpl.EnvdVersion,
-		Secure:             req.Secure,
-		Internet:           req.Internet,
-		InternetSet:        req.InternetSet,
-		PublicTraffic:      req.PublicTraffic,
-		MaskRequestHost:    req.MaskRequestHost,
-		AutoPause:          req.AutoPause,
-		AutoResume:         req.AutoResume,
-		AutoPauseFilesOnly: req.AutoPauseFilesOnly,
-		User:               tpl.User,
-		Workdir:            tpl.Workdir,
-	}
+	rec := s.newRecord(e.id, req, tpl, now)
+	rec.State = StateRunning
+	rec.StartedAt, rec.EndAt = now, now.Add(req.Timeout)
 	t0 := time.Now()
 	// A secure request without environment variables finds envd as /init
 	// left it at the fill: the template's environment and E2B_* (same ID
