@@ -192,54 +192,63 @@ func (m *Manager) registerBase(ctx context.Context, layer, rd string) (Template,
 	return t, nil
 }
 
-// cachePaths returns the machine-cache archive candidates for recipe rd,
-// the preferred (written) one first; .tar.zst only when zstd is installed.
-func (m *Manager) cachePaths(rd string) []string {
-	base := filepath.Join(m.cfg.CacheDir, "base-"+rd+".tar")
+// cachePaths returns the machine-cache archive candidates of the layer
+// named name with recipe digest rd, the preferred (written) one first;
+// .tar.zst only when zstd is installed.
+func (m *Manager) cachePaths(name, rd string) []string {
+	base := filepath.Join(m.cfg.CacheDir, name+"-"+rd+".tar")
 	if zstdAvailable() {
 		return []string{base + ".zst", base}
 	}
 	return []string{base}
 }
 
+// fromMachineCache looks for the layer named name (recipe digest rd) in
+// the machine cache, under the cache's file lock for it. It returns the
+// layer's digest on a hit (unusable archives are removed); on a miss,
+// useCache tells whether the caller's build should write the cache.
+// unlock, never nil, must be called once the build is over.
+func (m *Manager) fromMachineCache(ctx context.Context, name, rd string, extract func(context.Context, string) (string, error)) (digest string, useCache bool, unlock func(), err error) {
+	unlock = func() {}
+	if err := os.MkdirAll(m.cfg.CacheDir, 0o755); err != nil {
+		m.log.Warn("machine cache unavailable, building without it", "dir", m.cfg.CacheDir, "err", err)
+		return "", false, unlock, nil
+	}
+	u, err := lockFile(ctx, filepath.Join(m.cfg.CacheDir, name+"-"+rd+".lock"), func() {
+		m.progressf("waiting for another process building the %s template (machine cache %s)...", name, m.cfg.CacheDir)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", false, unlock, err
+		}
+		m.log.Warn("machine cache lock unavailable, building without the cache", "err", err)
+		return "", false, unlock, nil
+	}
+	for _, p := range m.cachePaths(name, rd) {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		d, err := extract(ctx, p)
+		if err == nil {
+			return d, true, u, nil
+		}
+		if ctx.Err() != nil {
+			return "", false, u, err
+		}
+		m.log.Warn("machine cache archive unusable, removing it", "path", p, "err", err)
+		m.progressf("cached %s template %s is unusable (%v); rebuilding", name, p, err)
+		_ = os.Remove(p)
+	}
+	return "", true, u, nil
+}
+
 // baseLayer produces the base layer for recipe rd, from the machine cache
 // or by building it, and returns its digest, pinned (see commitPinned).
 func (m *Manager) baseLayer(ctx context.Context, rec recipe, rd string) (string, error) {
-	useCache := true
-	if err := os.MkdirAll(m.cfg.CacheDir, 0o755); err != nil {
-		m.log.Warn("machine cache unavailable, building without it", "dir", m.cfg.CacheDir, "err", err)
-		useCache = false
-	}
-	if useCache {
-		unlock, err := lockFile(ctx, filepath.Join(m.cfg.CacheDir, "base-"+rd+".lock"), func() {
-			m.progressf("waiting for another process building the base template (machine cache %s)...", m.cfg.CacheDir)
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return "", err
-			}
-			m.log.Warn("machine cache lock unavailable, building without the cache", "err", err)
-			useCache = false
-		} else {
-			defer unlock()
-		}
-	}
-	if useCache {
-		for _, p := range m.cachePaths(rd) {
-			if _, err := os.Stat(p); err != nil {
-				continue
-			}
-			d, err := m.extractBase(ctx, p)
-			if err == nil {
-				return d, nil
-			}
-			if ctx.Err() != nil {
-				return "", err
-			}
-			m.log.Warn("machine cache archive unusable, removing it", "path", p, "err", err)
-			m.progressf("cached base template %s is unusable (%v); rebuilding", p, err)
-			_ = os.Remove(p)
-		}
+	d, useCache, unlock, err := m.fromMachineCache(ctx, "base", rd, m.extractBase)
+	defer unlock()
+	if d != "" || err != nil {
+		return d, err
 	}
 
 	start := time.Now()
@@ -260,7 +269,7 @@ func (m *Manager) baseLayer(ctx context.Context, rec recipe, rd string) (string,
 		return "", err
 	}
 	m.progressf("  computing layer digest")
-	d, err := m.commitPinned(b)
+	d, err = m.commitPinned(b)
 	if err != nil {
 		return "", err
 	}
@@ -269,7 +278,7 @@ func (m *Manager) baseLayer(ctx context.Context, rec recipe, rd string) (string,
 	m.log.Info("base template built", "layer", d, "recipe", rd, "seconds", time.Since(start).Seconds(), "files", files, "bytes", size)
 
 	if useCache {
-		p := m.cachePaths(rd)[0]
+		p := m.cachePaths("base", rd)[0]
 		cs := time.Now()
 		if err := writeArchive(ctx, m.layers.Path(d), p); err != nil {
 			m.log.Warn("could not save the base template to the machine cache", "path", p, "err", err)

@@ -240,64 +240,23 @@ func (m *Manager) registerCodeInterpreter(ctx context.Context, layers []string, 
 	return t, nil
 }
 
-// codeInterpreterCachePaths returns the machine-cache archive candidates of
-// layer recipe digest ld, the preferred (written) one first.
-func (m *Manager) codeInterpreterCachePaths(ld string) []string {
-	p := filepath.Join(m.cfg.CacheDir, CodeInterpreterAlias+"-"+ld+".tar")
-	if zstdAvailable() {
-		return []string{p + ".zst", p}
-	}
-	return []string{p}
-}
-
 // codeInterpreterLayer produces the template's own layer (on top of the
 // base layer), from the machine cache or by building it, and returns its
 // digest, pinned.
 func (m *Manager) codeInterpreterLayer(ctx context.Context, base Template, rec ciRecipe) (string, error) {
 	ld := rec.digest()
-	useCache := true
-	if err := os.MkdirAll(m.cfg.CacheDir, 0o755); err != nil {
-		m.log.Warn("machine cache unavailable, building without it", "dir", m.cfg.CacheDir, "err", err)
-		useCache = false
-	}
-	if useCache {
-		unlock, err := lockFile(ctx, filepath.Join(m.cfg.CacheDir, CodeInterpreterAlias+"-"+ld+".lock"), func() {
-			m.progressf("waiting for another process building the %s template (machine cache %s)...", CodeInterpreterAlias, m.cfg.CacheDir)
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return "", err
-			}
-			m.log.Warn("machine cache lock unavailable, building without the cache", "err", err)
-			useCache = false
-		} else {
-			defer unlock()
-		}
-	}
-	if useCache {
-		for _, p := range m.codeInterpreterCachePaths(ld) {
-			if _, err := os.Stat(p); err != nil {
-				continue
-			}
-			d, err := m.extractCodeInterpreter(ctx, p)
-			if err == nil {
-				return d, nil
-			}
-			if ctx.Err() != nil {
-				return "", err
-			}
-			m.log.Warn("machine cache archive unusable, removing it", "path", p, "err", err)
-			m.progressf("cached %s template %s is unusable (%v); rebuilding", CodeInterpreterAlias, p, err)
-			_ = os.Remove(p)
-		}
+	d, useCache, unlock, err := m.fromMachineCache(ctx, CodeInterpreterAlias, ld, m.extractCodeInterpreter)
+	defer unlock()
+	if d != "" || err != nil {
+		return d, err
 	}
 
-	d, err := m.buildCodeInterpreter(ctx, base, rec)
+	d, err = m.buildCodeInterpreter(ctx, base, rec)
 	if err != nil {
 		return "", err
 	}
 	if useCache {
-		p := m.codeInterpreterCachePaths(ld)[0]
+		p := m.cachePaths(CodeInterpreterAlias, ld)[0]
 		cs := time.Now()
 		if err := writeArchive(ctx, m.layers.Path(d), p); err != nil {
 			m.log.Warn("could not save the code-interpreter template to the machine cache", "path", p, "err", err)

@@ -36,7 +36,7 @@ func fakeCodeInterpreterArchive(t *testing.T, cache, baseDigest string, complete
 		t.Fatal(err)
 	}
 	m := &Manager{cfg: Config{CacheDir: cache}}
-	p := m.codeInterpreterCachePaths(codeInterpreterRecipe(baseDigest).digest())[0]
+	p := m.cachePaths(CodeInterpreterAlias, codeInterpreterRecipe(baseDigest).digest())[0]
 	if err := writeArchive(context.Background(), src, p); err != nil {
 		t.Fatal(err)
 	}
