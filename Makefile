@@ -16,7 +16,7 @@ LDFLAGS := -s -w -linkmode external -extldflags "-static"
 help:
 	@echo "make setup      install what Paddock needs (Debian packages, Node.js) and build it"
 	@echo "make run        setup, then run paddock serve on 127.0.0.1:3000 (data in /var/lib/paddock)"
-	@echo "make build      build $(BIN) (static, cgo, seccomp)"
+	@echo "make build      build $(BIN) (static, cgo, seccomp; embeds the in-sandbox binary cmd/paddock-guest)"
 	@echo "make generate   regenerate Go code from api/ (protoc + protoc-gen-go + protoc-gen-connect-go; oapi-codegen)"
 	@echo "make test       go vet + Go tests (race) + SDK tests; what .ci/run runs"
 	@echo "make test-go    Go tests only"
@@ -29,8 +29,11 @@ setup:
 run: setup
 	bin/paddock serve $(SERVE_FLAGS)
 
+# First the slim in-sandbox binary (envd, codeinterp; pure Go, static),
+# embedded into paddock with the guestbin tag: sandboxes start it as envd.
 build:
-	CGO_ENABLED=1 $(GO) build -tags '$(BUILD_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/paddock
+	CGO_ENABLED=0 $(GO) build -tags 'osusergo netgo' -ldflags '-s -w' -o internal/guest/paddock-guest ./cmd/paddock-guest
+	CGO_ENABLED=1 $(GO) build -tags '$(BUILD_TAGS) guestbin' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/paddock
 
 generate:
 	GOBIN=$(TOOLS) $(GO) install $(PROTOC_GEN_GO)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/paddockhq/paddock/internal/auth"
 	"github.com/paddockhq/paddock/internal/envd"
+	"github.com/paddockhq/paddock/internal/guest"
 	"github.com/paddockhq/paddock/internal/platform"
 	"github.com/paddockhq/paddock/internal/proxy"
 	"github.com/paddockhq/paddock/internal/runtime/local"
@@ -150,10 +151,20 @@ func runServe(args []string) error {
 		return fmt.Errorf("set up sandbox networking: %w", err)
 	}
 	defer netMgr.Close()
+	// The slim guest binary when this build carries it (it starts faster
+	// as each sandbox's envd); else the runtime mounts this binary.
+	guestBin, err := guest.Install(filepath.Join(dataDir, "bin"))
+	if err != nil {
+		return err
+	}
+	if guestBin == "" {
+		log.Warn("this paddock binary carries no guest binary (built without `make build`): sandboxes run paddock itself as envd, which starts slower")
+	}
 	rt, err := local.New(local.Config{
-		RootDir: filepath.Join(dataDir, "runtime"),
-		Network: netMgr,
-		Logger:  log,
+		RootDir:    filepath.Join(dataDir, "runtime"),
+		Network:    netMgr,
+		Logger:     log,
+		EnvdBinary: guestBin,
 	})
 	if err != nil {
 		return fmt.Errorf("start local runtime: %w", err)

@@ -78,8 +78,9 @@ type Config struct {
 	// every v1 controller: /sys/fs/cgroup/<ctrl>/<CgroupParent>/<id>.
 	// Default DefaultCgroupParent.
 	CgroupParent string
-	// EnvdBinary is the static paddock binary mounted read-only at EnvdPath
-	// inside each sandbox and run as `envd`. Default: this executable.
+	// EnvdBinary is the static binary mounted read-only at EnvdPath inside
+	// each sandbox and run as `envd` (paddock-guest from package guest, or
+	// paddock itself, which has the same commands). Default: this executable.
 	EnvdBinary string
 	// Network creates sandbox networks. nil gives each sandbox a private
 	// network namespace with loopback only (Dial still works).

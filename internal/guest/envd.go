@@ -1,4 +1,4 @@
-package main
+package guest
 
 import (
 	"context"
@@ -14,11 +14,9 @@ import (
 	"github.com/paddockhq/paddock/internal/envd"
 )
 
-func init() {
-	register("envd", "run the in-sandbox daemon (E2B envd API) in the foreground", runEnvd)
-}
-
-func runEnvd(args []string) error {
+// Envd runs envd, the E2B in-sandbox daemon, in the foreground until
+// SIGTERM or SIGINT: `envd [--listen ADDR] [--verbose]`.
+func Envd(args []string) error {
 	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
 	listen := fs.String("listen", envd.DefaultAddr, "address to serve the envd API on")
 	verbose := fs.Bool("verbose", false, "log at debug level")

@@ -1,4 +1,4 @@
-package main
+package guest
 
 import (
 	"context"
@@ -16,11 +16,9 @@ import (
 	"github.com/paddockhq/paddock/internal/codeinterp"
 )
 
-func init() {
-	register("codeinterp", "run the in-sandbox code interpreter (E2B port 49999 API) in the foreground", runCodeinterp)
-}
-
-func runCodeinterp(args []string) error {
+// Codeinterp runs the code interpreter (E2B's port 49999 API) in the
+// foreground until SIGTERM or SIGINT: `codeinterp [flags]`.
+func Codeinterp(args []string) error {
 	fs := flag.NewFlagSet("codeinterp", flag.ContinueOnError)
 	listen := fs.String("listen", codeinterp.DefaultAddr, "address to serve the code-interpreter API on")
 	envdURL := fs.String("envd", codeinterp.DefaultEnvdURL, "envd base URL (its GET /envs gives the global environment)")

