@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -97,6 +98,24 @@ type Keys struct {
 	store store.Store
 	now   func() time.Time
 	log   *slog.Logger
+	seen  verifiedKeys
+}
+
+// verifiedKeys keeps the records Verify read, for as long as the keys
+// collection's revision (store.Revisioner) stays the same: any write to a
+// key record (a revocation, a new key, a LastUsedAt update), by any replica
+// sharing the store, moves the revision and empties it. Verify then skips
+// reading and decoding the record on every request. Only records of issued
+// keys enter it, so it never holds more entries than there are keys.
+type verifiedKeys struct {
+	mu  sync.Mutex
+	rev uint64
+	m   map[string]verifiedKey // by hash; nil until a first entry
+}
+
+type verifiedKey struct {
+	key Key
+	raw []byte
 }
 
 // KeysOption tunes NewKeys.
@@ -286,7 +305,7 @@ func (k *Keys) Verify(ctx context.Context, plaintext string) (Key, error) {
 		return Key{}, err
 	}
 	h := hashKey(plaintext)
-	key, raw, err := k.get(ctx, h)
+	key, raw, err := k.lookup(ctx, h)
 	if errors.Is(err, store.ErrNotFound) {
 		return Key{}, ErrInvalid
 	}
@@ -321,6 +340,53 @@ func (k *Keys) touch(ctx context.Context, key Key, raw []byte, now time.Time) {
 	if err != nil && !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
 		k.log.WarnContext(ctx, "record api key use", "key_id", key.ID, "err", err)
 	}
+}
+
+// lookup is get through the verifiedKeys cache when the store has
+// revisions.
+func (k *Keys) lookup(ctx context.Context, hash string) (Key, []byte, error) {
+	rv, ok := k.store.(store.Revisioner)
+	if !ok {
+		return k.get(ctx, hash)
+	}
+	// Read before the record: a record read after it is at least as recent,
+	// so keeping it under rev can never serve one older than rev.
+	rev, err := rv.Revision(ctx, KeysCollection)
+	if err != nil {
+		return Key{}, nil, err
+	}
+	k.seen.mu.Lock()
+	v, hit := k.seen.m[hash]
+	hit = hit && k.seen.rev == rev
+	k.seen.mu.Unlock()
+	if hit {
+		return v.key.unshared(), v.raw, nil
+	}
+	key, raw, err := k.get(ctx, hash)
+	if err != nil {
+		return Key{}, nil, err
+	}
+	k.seen.mu.Lock()
+	if k.seen.m == nil || k.seen.rev != rev {
+		k.seen.m, k.seen.rev = make(map[string]verifiedKey), rev
+	}
+	k.seen.m[hash] = verifiedKey{key: key.unshared(), raw: raw}
+	k.seen.mu.Unlock()
+	return key, raw, nil
+}
+
+// unshared returns a copy of key whose time pointers point to copies, so
+// that the cache and callers never share them.
+func (key Key) unshared() Key {
+	if key.ExpiresAt != nil {
+		t := *key.ExpiresAt
+		key.ExpiresAt = &t
+	}
+	if key.LastUsedAt != nil {
+		t := *key.LastUsedAt
+		key.LastUsedAt = &t
+	}
+	return key
 }
 
 func (k *Keys) get(ctx context.Context, hash string) (Key, []byte, error) {

@@ -436,3 +436,87 @@ func TestCreateConcurrent(t *testing.T) {
 		t.Fatalf("teams: %+v, %v", teams, err)
 	}
 }
+
+// countingGets counts reads of key records, with its driver's revisions.
+type countingGets struct {
+	*bolt.Store
+	mu   sync.Mutex
+	gets int
+}
+
+func (c *countingGets) Get(ctx context.Context, collection, key string) ([]byte, error) {
+	if collection == KeysCollection {
+		c.mu.Lock()
+		c.gets++
+		c.mu.Unlock()
+	}
+	return c.Store.Get(ctx, collection, key)
+}
+
+func (c *countingGets) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gets
+}
+
+func TestVerifyReadsTheKeyOnlyAfterAWrite(t *testing.T) {
+	clock := newFakeClock()
+	_, s, _ := newKeys(t, clock)
+	st := &countingGets{Store: s.(*bolt.Store)}
+	keys := NewKeys(st, WithClock(clock.Now))
+	other := NewKeys(s, WithClock(clock.Now)) // another replica's view
+	ctx := context.Background()
+	plain, key, err := keys.Create(ctx, "acme", "ci", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.count()
+	for range 5 {
+		got, err := keys.Verify(ctx, plain)
+		if err != nil || got.ID != key.ID || got.Team != "acme" || got.LastUsedAt == nil {
+			t.Fatalf("verify: %+v, %v", got, err)
+		}
+		// The caller owns what it got.
+		*got.LastUsedAt = time.Time{}
+	}
+	// The first Verify reads the record and writes LastUsedAt (a write:
+	// the next one reads again); the others use what they read.
+	if n := st.count() - before; n != 2 {
+		t.Fatalf("5 verifies read the key record %d times, want 2", n)
+	}
+	if got, err := keys.Verify(ctx, plain); err != nil || got.LastUsedAt.IsZero() {
+		t.Fatalf("cached record modified through a returned Key: %+v, %v", got, err)
+	}
+	// A revocation through another Keys on the store is seen at once.
+	if _, err := other.Revoke(ctx, key.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Verify(ctx, plain); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("verify a key revoked elsewhere: want ErrInvalid, got %v", err)
+	}
+	// So is an expiry set elsewhere (the record rewritten).
+	plain2, key2, err := keys.Create(ctx, "acme", "ci2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Verify(ctx, plain2); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := s.Get(ctx, KeysCollection, key2.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k Key
+	if err := json.Unmarshal(raw, &k); err != nil {
+		t.Fatal(err)
+	}
+	past := clock.Now().Add(-time.Second)
+	k.ExpiresAt = &past
+	rec, _ := json.Marshal(k)
+	if err := store.Put(ctx, s, KeysCollection, key2.Hash, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Verify(ctx, plain2); !errors.Is(err, ErrExpired) {
+		t.Fatalf("verify a key expired elsewhere: want ErrExpired, got %v", err)
+	}
+}

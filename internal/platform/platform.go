@@ -48,8 +48,9 @@ type Config struct {
 
 // Server implements api.ServerInterface.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	listings *listingCache // JSON of listed sandboxes (listing.go)
 }
 
 type teamKey struct{}
@@ -65,7 +66,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, listings: newListingCache(listingGeneration)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("route %s %s not found", r.Method, r.URL.Path))

@@ -266,7 +266,7 @@ func apiState(st sandbox.State) api.SandboxState {
 	return "running"
 }
 
-func listed(rec sandbox.Record) api.ListedSandbox {
+func listed(rec *sandbox.Record) api.ListedSandbox {
 	l := api.ListedSandbox{
 		SandboxID:   rec.ID,
 		TemplateID:  rec.TemplateID,
@@ -328,7 +328,7 @@ func (s *Server) ListSandboxesV1(w http.ResponseWriter, r *http.Request, params 
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	out := []api.ListedSandbox{}
+	var out []*sandbox.Record
 	f := sandbox.ListFilter{Team: teamOf(r), Metadata: md, States: []sandbox.State{sandbox.StateRunning}}
 	for {
 		page, err := s.cfg.Sandboxes.List(r.Context(), f)
@@ -336,15 +336,13 @@ func (s *Server) ListSandboxesV1(w http.ResponseWriter, r *http.Request, params 
 			s.serviceError(w, r, err)
 			return
 		}
-		for _, rec := range page.Sandboxes {
-			out = append(out, listed(rec))
-		}
+		out = append(out, page.Sandboxes...)
 		if page.NextToken == "" {
 			break
 		}
 		f.PageToken = page.NextToken
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeListing(w, r, out)
 }
 
 // ListSandboxesV2 is GET /v2/sandboxes with filters and X-Next-Token paging.
@@ -399,15 +397,11 @@ func (s *Server) ListSandboxesV2(w http.ResponseWriter, r *http.Request, params 
 		s.serviceError(w, r, err)
 		return
 	}
-	out := make([]api.ListedSandbox, 0, len(page.Sandboxes))
-	for _, rec := range page.Sandboxes {
-		out = append(out, listed(rec))
-	}
 	if page.NextToken != "" {
 		w.Header().Set("X-Next-Token", page.NextToken)
 	}
 	w.Header().Set("X-Total-Running", strconv.Itoa(page.TotalRunning))
-	writeJSON(w, http.StatusOK, out)
+	s.writeListing(w, r, page.Sandboxes)
 }
 
 // KillSandbox is DELETE /sandboxes/{id}.

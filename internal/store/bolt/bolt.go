@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -31,9 +34,20 @@ var ErrInUse = errors.New("in use by another process")
 type Store struct {
 	db   *bbolt.DB
 	path string
+
+	// revs mirrors the committed revision (bucket sequence) of every
+	// collection Revision was asked about or Apply wrote, so that Revision
+	// needs no transaction (a read transaction's start is serialised in
+	// bbolt, and listings ask on every request). This Store is the file's
+	// only writer (it holds the lock), so the mirror misses no write.
+	revs   sync.Map // collection → *atomic.Uint64
+	closed atomic.Bool
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store      = (*Store)(nil)
+	_ store.Revisioner = (*Store)(nil)
+)
 
 // Option tunes Open.
 type Option func(*options)
@@ -140,6 +154,58 @@ func (s *Store) List(ctx context.Context, collection string) ([]store.Record, er
 	return recs, nil
 }
 
+// Revision returns the collection's revision: its bucket's sequence, which
+// every Apply with an op on the collection bumps in its own transaction
+// (bbolt's sequence of a bucket is otherwise unused by the driver), read
+// from the file once and then from memory. A collection never written has
+// revision 0.
+func (s *Store) Revision(ctx context.Context, collection string) (uint64, error) {
+	if err := store.CheckCollection(collection); err != nil {
+		return 0, fmt.Errorf("revision %s: %w", collection, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("revision %s: %w", collection, err)
+	}
+	if s.closed.Load() {
+		return 0, fmt.Errorf("revision %s: %w", collection, bolterrors.ErrDatabaseNotOpen)
+	}
+	if v, ok := s.revs.Load(collection); ok {
+		return v.(*atomic.Uint64).Load(), nil
+	}
+	var rev uint64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket([]byte(collection)); b != nil {
+			rev = b.Sequence()
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("revision %s: %w", collection, err)
+	}
+	// An Apply may have committed (and mirrored) a later one meanwhile.
+	return s.mirror(collection, rev), nil
+}
+
+// mirror records that collection's committed revision is at least rev and
+// returns the mirrored one. Revisions only grow, so the largest wins
+// whatever the order in which a Revision's read and Applies report them.
+func (s *Store) mirror(collection string, rev uint64) uint64 {
+	v, ok := s.revs.Load(collection)
+	if !ok {
+		v, _ = s.revs.LoadOrStore(collection, new(atomic.Uint64))
+	}
+	m := v.(*atomic.Uint64)
+	for {
+		cur := m.Load()
+		if cur >= rev {
+			return cur
+		}
+		if m.CompareAndSwap(cur, rev) {
+			return rev
+		}
+	}
+}
+
 // Apply checks every precondition against the state before the call, then
 // performs every op in order, all in one read-write transaction.
 func (s *Store) Apply(ctx context.Context, ops ...store.Op) error {
@@ -152,7 +218,13 @@ func (s *Store) Apply(ctx context.Context, ops ...store.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	type bumped struct {
+		collection string
+		rev        uint64
+	}
+	var revs []bumped
 	err := s.db.Update(func(tx *bbolt.Tx) error {
+		revs = revs[:0] // bbolt does not retry, but stay right if it did
 		// The write lock may have taken a while: do not write for a caller
 		// that has gone.
 		if err := ctx.Err(); err != nil {
@@ -164,35 +236,56 @@ func (s *Store) Apply(ctx context.Context, ops ...store.Op) error {
 				return fmt.Errorf("op %d on %s/%s: %w", i+1, op.Collection, op.Key, store.ErrConflict)
 			}
 		}
+		var touched []*bbolt.Bucket // whose revision to bump, once each
+		var names []string
 		for _, op := range ops {
+			var b *bbolt.Bucket
 			if op.Value == nil {
-				if b := tx.Bucket([]byte(op.Collection)); b != nil {
-					if err := b.Delete([]byte(op.Key)); err != nil {
-						return fmt.Errorf("delete %s/%s: %w", op.Collection, op.Key, err)
-					}
+				if b = tx.Bucket([]byte(op.Collection)); b == nil {
+					continue // nothing to delete, nothing changes
 				}
-				continue
+				if err := b.Delete([]byte(op.Key)); err != nil {
+					return fmt.Errorf("delete %s/%s: %w", op.Collection, op.Key, err)
+				}
+			} else {
+				var err error
+				if b, err = tx.CreateBucketIfNotExists([]byte(op.Collection)); err != nil {
+					return fmt.Errorf("collection %s: %w", op.Collection, err)
+				}
+				// bbolt keeps a reference to the value until commit; copy so
+				// the caller may reuse its buffer.
+				if err := b.Put([]byte(op.Key), bytes.Clone(op.Value)); err != nil {
+					return fmt.Errorf("put %s/%s: %w", op.Collection, op.Key, err)
+				}
 			}
-			b, err := tx.CreateBucketIfNotExists([]byte(op.Collection))
+			if !slices.Contains(touched, b) {
+				touched = append(touched, b)
+				names = append(names, op.Collection)
+			}
+		}
+		for i, b := range touched {
+			rev, err := b.NextSequence()
 			if err != nil {
-				return fmt.Errorf("collection %s: %w", op.Collection, err)
+				return fmt.Errorf("revision: %w", err)
 			}
-			// bbolt keeps a reference to the value until commit; copy so the
-			// caller may reuse its buffer.
-			if err := b.Put([]byte(op.Key), bytes.Clone(op.Value)); err != nil {
-				return fmt.Errorf("put %s/%s: %w", op.Collection, op.Key, err)
-			}
+			revs = append(revs, bumped{names[i], rev})
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
+	// Committed: mirror the new revisions before returning, so that a
+	// Revision after this Apply returns sees them.
+	for _, r := range revs {
+		s.mirror(r.collection, r.rev)
+	}
 	return nil
 }
 
 // Close releases the file and its lock. Closing twice is harmless.
 func (s *Store) Close() error {
+	s.closed.Store(true)
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}

@@ -65,6 +65,10 @@ func TestPersistsAcrossReopen(t *testing.T) {
 	if err := store.Delete(ctx, s, "sandboxes", "i2"); err != nil {
 		t.Fatal(err)
 	}
+	rev, err := s.Revision(ctx, "sandboxes")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +97,10 @@ func TestPersistsAcrossReopen(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "sandboxes", "i2"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleted record after reopen: %v", err)
+	}
+	// The revision is kept in the file: it does not start over.
+	if got, err := s.Revision(ctx, "sandboxes"); err != nil || got != rev {
+		t.Fatalf("revision after reopen: %d, %v; want %d", got, err, rev)
 	}
 }
 

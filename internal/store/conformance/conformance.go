@@ -55,6 +55,10 @@ func Run(t *testing.T, open Open) {
 		{"UpdateConcurrent", testUpdateConcurrent},
 		{"ApplyConcurrentIfAbsent", testApplyConcurrentIfAbsent},
 		{"UseAfterClose", testUseAfterClose},
+		{"Revision", testRevision},
+		{"RevisionIgnoresFailures", testRevisionIgnoresFailures},
+		{"RevisionPerCollection", testRevisionPerCollection},
+		{"RevisionConcurrent", testRevisionConcurrent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -91,6 +95,30 @@ func RunShared(t *testing.T, a, b store.Store) {
 			store.Op{Collection: "shared", Key: "lock", Value: []byte("b"), Cond: store.IfEqual, Old: []byte("stale")}))
 		expectMissing(t, a, "shared", "other")
 		expectValue(t, a, "shared", "lock", "a")
+	})
+	t.Run("RevisionAcross", func(t *testing.T) {
+		r0 := revision(t, a, "shared-rev")
+		if got := revision(t, b, "shared-rev"); got != r0 {
+			t.Fatalf("revision: %d through one handle, %d through the other", r0, got)
+		}
+		mustApply(t, a, store.Op{Collection: "shared-rev", Key: "k", Value: []byte("from a")})
+		r1 := revision(t, b, "shared-rev")
+		if r1 == r0 {
+			t.Fatalf("a's write left the revision b reads at %d", r0)
+		}
+		if got := revision(t, a, "shared-rev"); got != r1 {
+			t.Fatalf("revision after a's write: a reads %d, b reads %d", got, r1)
+		}
+		mustApply(t, b, store.Op{Collection: "shared-rev", Key: "k"})
+		r2 := revision(t, a, "shared-rev")
+		if r2 == r1 || r2 == r0 {
+			t.Fatalf("b's delete: revision %d, before %d and %d", r2, r1, r0)
+		}
+		expectConflict(t, b.Apply(ctx, store.Op{Collection: "shared-rev", Key: "k", Value: []byte("x"), Cond: store.IfPresent}))
+		mustApply(t, b, store.Op{Collection: "shared-other", Key: "k", Value: []byte("x")})
+		if got := revision(t, a, "shared-rev"); got != r2 {
+			t.Fatalf("revision moved from %d to %d without a write to its collection", r2, got)
+		}
 	})
 	t.Run("UpdateConcurrentAcross", func(t *testing.T) {
 		const workers, each = 10, 30
@@ -643,6 +671,207 @@ func testUseAfterClose(t *testing.T, s store.Store) {
 	}
 	if err := s.Apply(ctx, store.Op{Collection: "c", Key: "k", Value: []byte("w")}); err == nil {
 		t.Error("apply after close: want an error")
+	}
+}
+
+// revisioner returns s as a store.Revisioner, failing the test when the
+// driver does not implement it (every driver must).
+func revisioner(t *testing.T, s store.Store) store.Revisioner {
+	t.Helper()
+	rv, ok := s.(store.Revisioner)
+	if !ok {
+		t.Fatalf("%T does not implement store.Revisioner", s)
+	}
+	return rv
+}
+
+func revision(t *testing.T, s store.Store, collection string) uint64 {
+	t.Helper()
+	rev, err := revisioner(t, s).Revision(context.Background(), collection)
+	if err != nil {
+		t.Fatalf("revision of %q: %v", collection, err)
+	}
+	return rev
+}
+
+// revisions checks a collection's revision after each write: it never comes
+// back to a value seen before, and reads without a write agree.
+type revisions struct {
+	t    *testing.T
+	s    store.Store
+	col  string
+	last uint64
+	seen map[uint64]bool
+}
+
+func newRevisions(t *testing.T, s store.Store, col string) *revisions {
+	r := &revisions{t: t, s: s, col: col, last: revision(t, s, col), seen: map[uint64]bool{}}
+	r.seen[r.last] = true
+	return r
+}
+
+// changed checks the revision moved to a value never seen before.
+func (r *revisions) changed(what string) {
+	r.t.Helper()
+	got := revision(r.t, r.s, r.col)
+	if r.seen[got] {
+		r.t.Fatalf("revision of %q after %s: %d, seen before (last %d)", r.col, what, got, r.last)
+	}
+	r.seen[got], r.last = true, got
+}
+
+// same checks the revision did not move.
+func (r *revisions) same(what string) {
+	r.t.Helper()
+	if got := revision(r.t, r.s, r.col); got != r.last {
+		r.t.Fatalf("revision of %q after %s: %d, want it unchanged at %d", r.col, what, got, r.last)
+	}
+}
+
+func testRevision(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	rv := revisioner(t, s)
+	r := newRevisions(t, s, "c")
+	r.same("nothing")
+	mustApply(t, s, store.Op{Collection: "c", Key: "k", Value: []byte("1")})
+	r.changed("the first write")
+	r.same("nothing")
+	expectValue(t, s, "c", "k", "1")
+	expectList(t, s, "c", map[string]string{"k": "1"})
+	r.same("reads")
+	mustApply(t, s, store.Op{Collection: "c", Key: "k", Value: []byte("2")})
+	r.changed("an overwrite")
+	mustApply(t, s, store.Op{Collection: "c", Key: "k", Value: []byte("2")})
+	r.changed("an overwrite with the same value")
+	mustApply(t, s, store.Op{Collection: "c", Key: "k2", Value: []byte("x"), Cond: store.IfAbsent})
+	r.changed("a conditional write")
+	mustApply(t, s, store.Op{Collection: "c", Key: "k"})
+	r.changed("a delete")
+	if err := store.Update(ctx, s, "c", "k2", func([]byte) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	r.changed("the delete of the last record")
+	expectList(t, s, "c", nil)
+	mustApply(t, s, store.Op{Collection: "c", Key: "k", Value: []byte("back")})
+	r.changed("a write to the emptied collection")
+	for range 20 {
+		mustApply(t, s,
+			store.Op{Collection: "c", Key: "a", Value: []byte("1")},
+			store.Op{Collection: "c", Key: "b", Value: []byte("2")},
+			store.Op{Collection: "c", Key: "a"})
+		r.changed("a batch of three ops")
+	}
+	if _, err := rv.Revision(ctx, ""); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("revision of an empty collection name: want ErrInvalid, got %v", err)
+	}
+	if _, err := rv.Revision(ctx, string(bytes.Repeat([]byte("n"), store.MaxNameLen+1))); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("revision of a too long collection name: want ErrInvalid, got %v", err)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := rv.Revision(canceled, "c"); !errors.Is(err, context.Canceled) {
+		t.Errorf("revision with a canceled context: want context.Canceled, got %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rv.Revision(ctx, "c"); err == nil {
+		t.Error("revision after close: want an error")
+	}
+}
+
+func testRevisionIgnoresFailures(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustApply(t, s, store.Op{Collection: "c", Key: "guard", Value: []byte("g")})
+	r := newRevisions(t, s, "c")
+	other := newRevisions(t, s, "other")
+	for _, bad := range []store.Op{
+		{Collection: "c", Key: "guard", Value: []byte("x"), Cond: store.IfAbsent},
+		{Collection: "c", Key: "guard", Value: []byte("x"), Cond: store.IfEqual, Old: []byte("stale")},
+		{Collection: "c", Key: "absent", Value: []byte("x"), Cond: store.IfPresent},
+		{Collection: "c", Key: "absent", Cond: store.IfPresent},
+	} {
+		expectConflict(t, s.Apply(ctx,
+			store.Op{Collection: "c", Key: "new", Value: []byte("1")},
+			store.Op{Collection: "other", Key: "k", Value: []byte("1")},
+			bad))
+		r.same(fmt.Sprintf("a failed Apply (%+v)", bad))
+		other.same("a failed Apply with an op on it")
+	}
+	err := s.Apply(ctx, store.Op{Collection: "c", Key: "k", Value: []byte("v")}, store.Op{Collection: "c", Key: ""})
+	if !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("apply with an empty key: want ErrInvalid, got %v", err)
+	}
+	r.same("a rejected Apply")
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Apply(canceled, store.Op{Collection: "c", Key: "k", Value: []byte("v")}); err == nil {
+		t.Fatal("apply with a canceled context: want an error")
+	}
+	r.same("an Apply with a canceled context")
+	if err := s.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.same("an Apply of no ops")
+}
+
+func testRevisionPerCollection(t *testing.T, s store.Store) {
+	// Collections whose names are prefixes of one another do not share a
+	// revision.
+	cols := []string{"a", "ab", "a:b", "b"}
+	revs := make(map[string]*revisions)
+	for _, c := range cols {
+		revs[c] = newRevisions(t, s, c)
+	}
+	for _, c := range cols {
+		mustApply(t, s, store.Op{Collection: c, Key: "k", Value: []byte(c)})
+		for _, o := range cols {
+			if o == c {
+				revs[o].changed("a write to it")
+			} else {
+				revs[o].same("a write to " + c)
+			}
+		}
+	}
+	mustApply(t, s,
+		store.Op{Collection: "a", Key: "k2", Value: []byte("x")},
+		store.Op{Collection: "b", Key: "k"})
+	revs["a"].changed("an Apply across collections")
+	revs["b"].changed("an Apply across collections")
+	revs["ab"].same("an Apply to a and b")
+	revs["a:b"].same("an Apply to a and b")
+}
+
+func testRevisionConcurrent(t *testing.T, s store.Store) {
+	// Concurrent writers: a reader's revision differs from the one before
+	// the first write once any write is done, and a final read without
+	// writes agrees with itself.
+	const workers, each = 8, 20
+	ctx := context.Background()
+	before := revision(t, s, "c")
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				if err := store.Put(ctx, s, "c", fmt.Sprintf("w%d-%d", w, i), []byte("v")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("put: %v", err)
+	}
+	after := revision(t, s, "c")
+	if after == before {
+		t.Fatalf("revision unchanged at %d after %d writes", after, workers*each)
+	}
+	if again := revision(t, s, "c"); again != after {
+		t.Fatalf("revision %d then %d without writes", after, again)
 	}
 }
 

@@ -2,6 +2,10 @@
 // one Redis or Valkey server. Each collection is one hash named prefix +
 // collection whose fields are the record keys; every Apply is one Lua script,
 // so its preconditions and writes are atomic with respect to every client.
+// The hash named by the prefix alone (no collection name is empty) holds the
+// collections' revisions (store.Revisioner): one field per collection, bumped
+// by the script of every Apply with an op on it. Writes made to the hashes by
+// other means than Apply do not bump it.
 //
 // Redis Cluster is not supported as such: an Apply may touch several
 // collections, and a script's keys must share a slot. A prefix holding a
@@ -13,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strconv"
@@ -37,7 +42,10 @@ type Store struct {
 	closed atomic.Bool
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store      = (*Store)(nil)
+	_ store.Revisioner = (*Store)(nil)
+)
 
 // Option tunes Open.
 type Option func(*options)
@@ -159,10 +167,18 @@ func (s *Store) List(ctx context.Context, collection string) ([]store.Record, er
 // call, then performs every op in order. Redis runs a script without
 // interleaving any other command, so no client sees a partial Apply.
 //
-// KEYS: the hashes the ops touch. ARGV[1]: the number of ops, then six
-// arguments per op: index into KEYS, field, condition (store.Cond as a
-// digit), "1" to delete, new value, old value. It returns 0 when applied,
-// else the 1-based index of the first op whose precondition failed.
+// It then bumps the revision of every collection it touched, in the same
+// script: HINCRBY of the collection's field in the revisions hash, set to a
+// random start instead when the field was absent (so that a server that lost
+// its data, revisions included, does not hand out again revisions a reader
+// saw before the loss).
+//
+// KEYS: the m hashes the ops touch, then the revisions hash. ARGV[1]: the
+// number of ops n, then six arguments per op: index into KEYS, field,
+// condition (store.Cond as a digit), "1" to delete, new value, old value;
+// then the m collection names of the hashes, in KEYS order; then the random
+// start. It returns 0 when applied, else the 1-based index of the first op
+// whose precondition failed.
 var applyScript = goredis.NewScript(`
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
@@ -194,6 +210,15 @@ for i = 0, n - 1 do
     redis.call('HSET', h, f, ARGV[a + 5])
   end
 end
+local m = #KEYS - 1
+local revs = KEYS[m + 1]
+local start = ARGV[2 + 6 * n + m]
+for j = 1, m do
+  local c = ARGV[1 + 6 * n + j]
+  if redis.call('HINCRBY', revs, c, 1) == 1 then
+    redis.call('HSET', revs, c, start)
+  end
+end
 return 0
 `)
 
@@ -212,15 +237,16 @@ func (s *Store) Apply(ctx context.Context, ops ...store.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	var keys []string
+	var keys, collections []string
 	index := make(map[string]int)
-	args := make([]any, 0, 1+6*len(ops))
+	args := make([]any, 0, 1+6*len(ops)+len(ops)+1)
 	args = append(args, len(ops))
 	for _, op := range ops {
 		h := s.hash(op.Collection)
 		i, ok := index[h]
 		if !ok {
 			keys = append(keys, h)
+			collections = append(collections, op.Collection)
 			i = len(keys)
 			index[h] = i
 		}
@@ -230,6 +256,11 @@ func (s *Store) Apply(ctx context.Context, ops ...store.Op) error {
 		}
 		args = append(args, i, op.Key, strconv.Itoa(int(op.Cond)), del, op.Value, op.Old)
 	}
+	for _, c := range collections {
+		args = append(args, c)
+	}
+	args = append(args, revisionStart())
+	keys = append(keys, s.revisions())
 	failed, err := applyScript.Run(ctx, s.writer, keys, args...).Int64()
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
@@ -243,6 +274,37 @@ func (s *Store) Apply(ctx context.Context, ops ...store.Op) error {
 	}
 	return nil
 }
+
+// Revision returns the collection's revision (one HGET of its field in the
+// revisions hash); 0 for a collection no Apply touched.
+func (s *Store) Revision(ctx context.Context, collection string) (uint64, error) {
+	if err := store.CheckCollection(collection); err != nil {
+		return 0, fmt.Errorf("revision %s: %w", collection, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("revision %s: %w", collection, err)
+	}
+	v, err := s.client.HGet(ctx, s.revisions(), collection).Result()
+	if errors.Is(err, goredis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("revision %s: %w", collection, err)
+	}
+	rev, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("revision %s: %q is not a revision", collection, v)
+	}
+	return rev, nil
+}
+
+// revisions names the hash of the collections' revisions: the prefix alone,
+// which no collection's hash can be (collection names are not empty).
+func (s *Store) revisions() string { return s.prefix }
+
+// revisionStart is where a collection's revision starts: random in
+// [2, 2^52], so that it stays exact in Lua's doubles.
+func revisionStart() string { return strconv.FormatUint(2+rand.Uint64N(1<<52-1), 10) }
 
 // Close closes the client's connections. Closing twice is harmless.
 func (s *Store) Close() error {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,8 @@ func TestSharedBetweenClients(t *testing.T) {
 func TestLayout(t *testing.T) {
 	// The on-server layout is part of the contract (operators inspect it,
 	// and two versions of Paddock must read each other's data): one hash per
-	// collection named prefix+collection, record keys as fields.
+	// collection named prefix+collection, record keys as fields; the
+	// collections' revisions in the hash named by the prefix alone.
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	s := open(t, srv.URL+"?prefix=lay:")
@@ -61,11 +63,18 @@ func TestLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(slices.Sorted(slices.Values(keys)), ",") != "lay:sandboxes,lay:templates" {
+	if strings.Join(slices.Sorted(slices.Values(keys)), ",") != "lay:,lay:sandboxes,lay:templates" {
 		t.Fatalf("keys on the server: %q", keys)
 	}
 	if v, err := raw.HGet(ctx, "lay:templates", "base").Result(); err != nil || v != "\x00\x01" {
 		t.Fatalf("raw HGET: %q, %v", v, err)
+	}
+	revs, err := raw.HGetAll(ctx, "lay:").Result()
+	if err != nil || len(revs) != 2 || revs["sandboxes"] == "" || revs["templates"] == "" {
+		t.Fatalf("revisions hash: %q, %v", revs, err)
+	}
+	if rev, err := s.Revision(ctx, "sandboxes"); err != nil || strconv.FormatUint(rev, 10) != revs["sandboxes"] {
+		t.Fatalf("revision %d, %v; the hash holds %q", rev, err, revs["sandboxes"])
 	}
 	// A write made by another client in that layout is read back.
 	if err := raw.HSet(ctx, "lay:sandboxes", "i0", "zero").Err(); err != nil {
@@ -81,6 +90,45 @@ func TestLayout(t *testing.T) {
 	}
 	if n, err := raw.Exists(ctx, "lay:templates").Result(); err != nil || n != 0 {
 		t.Fatalf("hash of an emptied collection: exists=%d, %v", n, err)
+	}
+}
+
+func TestRevisionAfterDataLoss(t *testing.T) {
+	// A server that lost its data (restarted without persistence, flushed)
+	// starts revisions again at random: a reader that kept a revision from
+	// before cannot see it again after a few writes.
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := open(t, srv.URL)
+	raw := rawClient(t, srv.URL)
+	seen := map[uint64]bool{}
+	for range 5 {
+		for range 3 {
+			if err := store.Put(ctx, s, "c", "k", []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+			rev, err := s.Revision(ctx, "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seen[rev] {
+				t.Fatalf("revision %d seen again after the data was lost", rev)
+			}
+			seen[rev] = true
+		}
+		if err := raw.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if rev, err := s.Revision(ctx, "c"); err != nil || rev != 0 {
+			t.Fatalf("revision of a lost collection: %d, %v", rev, err)
+		}
+	}
+	// A revision field that is not a number is an error, not a zero.
+	if err := raw.HSet(ctx, DefaultPrefix, "c", "junk").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Revision(ctx, "c"); err == nil {
+		t.Fatal("revision from a corrupt field: want an error")
 	}
 }
 
