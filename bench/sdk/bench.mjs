@@ -135,9 +135,13 @@ async function sectionCreate() {
   row('create.usable', 'create (sequential, cold)', 'Sandbox.create() → first commands.run("true") done', 'ms', summarize(usableMs), summarize(floor.samples.total), 'libcontainer floor (overlay+create+start+`true`)')
   row('create.usable.runc', 'create (sequential, cold)', '… same, against Debian runc', 'ms', summarize(usableMs), summarize(runc.samples.total), `\`runc run\` of \`true\` (${runc.notes?.[0] ?? 'runc'})`)
   row('create.returned', 'create (sequential, cold)', 'Sandbox.create() returned', 'ms', summarize(createMs), summarize(floor.samples.create_start), 'libcontainer Create+Run only')
-  const st = await pb.run(['startup', '--bin', cfg.paddockBin, '--n', '30'])
-  row('create.exec', 'create (sequential, cold)', `(reference) host: exec of bin/paddock (${st.values.binary_mib.toFixed(0)} MiB) \`version\`; every create starts it twice (container init, envd)`, 'ms', summarize(st.samples.paddock_version), summarize(st.samples.true), 'host exec of `/bin/true`')
+  const guestBin = path.join(root, 'internal/guest/paddock-guest') // left by `make build`
+  const st = await pb.run(['startup', '--bin', cfg.paddockBin, '--n', '30', ...(fs.existsSync(guestBin) ? ['--guest', guestBin] : [])])
+  row('create.exec', 'create (sequential, cold)', `(reference) host: exec of bin/paddock (${st.values.binary_mib.toFixed(0)} MiB) \`version\`; every create starts it once as the container init`, 'ms', summarize(st.samples.paddock_version), summarize(st.samples.true), 'host exec of `/bin/true`')
   row('create.envdstart', 'create (sequential, cold)', '(reference) host: exec `paddock envd` until its port accepts', 'ms', summarize(st.samples.envd_listening), summarize(st.samples.true), 'host exec of `/bin/true`')
+  if (st.samples.guest_envd_listening) {
+    row('create.guestenvdstart', 'create (sequential, cold)', `(reference) host: exec \`paddock-guest envd\` (${st.values.guest_binary_mib.toFixed(0)} MiB, what sandboxes run) until its port accepts`, 'ms', summarize(st.samples.guest_envd_listening), summarize(st.samples.envd_listening), '`paddock envd` (same run)')
+  }
   row('create.firstcmd', 'create (sequential, cold)', 'first commands.run("true") after create', 'ms', summarize(firstCmdMs), null, '')
   row('kill.seq', 'kill', 'sbx.kill() (sequential section, 1 sandbox alive)', 'ms', summarize(killMs), summarize(floor.samples.teardown), 'libcontainer kill+destroy+unmount')
   extra.floor = floor

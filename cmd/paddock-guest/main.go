@@ -1,6 +1,11 @@
 // Command paddock-guest is the slim in-sandbox binary: envd and codeinterp
 // only (package guest). `make build` embeds it into paddock, which installs
 // it for the local runtime; it is not meant to be run by hand.
+//
+// envd's listening sockets must be plain TCP: CRIU (pause with memory)
+// cannot dump multipath TCP sockets, which Go uses by default for listeners.
+//
+//go:debug multipathtcp=0
 package main
 
 import (

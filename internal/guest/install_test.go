@@ -3,6 +3,7 @@ package guest
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,6 +72,30 @@ func TestCommandsAreTheInSandboxOnes(t *testing.T) {
 	for _, name := range []string{"envd", "codeinterp"} {
 		if c, ok := Commands[name]; !ok || c.Run == nil || c.Summary == "" {
 			t.Errorf("command %s missing", name)
+		}
+	}
+}
+
+// The guest binary must stay free of the control plane: it is small because
+// it links only envd and codeinterp.
+func TestGuestBinaryLinksNoControlPlane(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/paddockhq/paddock/cmd/paddock-guest").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps returned too little: %q", out)
+	}
+	for _, d := range deps {
+		for _, banned := range []string{
+			"github.com/paddockhq/paddock/internal/sandbox", "github.com/paddockhq/paddock/internal/runtime",
+			"github.com/paddockhq/paddock/internal/store", "github.com/paddockhq/paddock/internal/platform",
+			"github.com/paddockhq/paddock/internal/template", "github.com/opencontainers/", "github.com/redis/",
+		} {
+			if strings.HasPrefix(d, banned) {
+				t.Errorf("paddock-guest links %s", d)
+			}
 		}
 	}
 }

@@ -7,7 +7,7 @@
 // Needs root; run.sh quickstart runs it (PADDOCK_BIN names the binary).
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -91,6 +91,20 @@ describe('README quick start: paddock serve on a fresh data dir', () => {
     ids.push(sbx.sandboxId)
     const r = await sbx.commands.run('uname -a')
     assert.match(r.stdout, /^Linux /)
+    assert.equal(await sbx.kill(), true)
+  })
+
+  test('sandboxes run the slim guest binary that make build embeds, installed under <data-dir>/bin', T, async () => {
+    const installed = readdirSync(join(dataDir, 'bin')).filter((n) => /^paddock-guest-[0-9a-f]{16}$/.test(n))
+    assert.equal(installed.length, 1, `one guest binary in ${dataDir}/bin: ${installed}`)
+    const guestSize = statSync(join(dataDir, 'bin', installed[0])).size
+    assert.ok(guestSize < statSync(bin).size / 2, `guest ${guestSize} B is much smaller than paddock ${statSync(bin).size} B`)
+    const sbx = await Sandbox.create(opts())
+    ids.push(sbx.sandboxId)
+    const r = await sbx.commands.run('stat -c %s /.paddock/paddock; cat /proc/1/cmdline | tr "\\0" " "')
+    const [size, cmdline] = r.stdout.split('\n')
+    assert.equal(Number(size), guestSize, 'the file mounted in the sandbox is the guest binary')
+    assert.match(cmdline, /^\/\.paddock\/paddock envd /, 'PID 1 is envd')
     assert.equal(await sbx.kill(), true)
   })
 

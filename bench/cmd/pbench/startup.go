@@ -12,15 +12,17 @@ import (
 )
 
 func init() {
-	subcommands["startup"] = subcommand{"host: exec of the paddock binary (`version`), and `envd` until its port accepts, beside /bin/true", runStartup}
+	subcommands["startup"] = subcommand{"host: exec of the paddock binary (`version`), and `envd` of paddock and of the guest binary until its port accepts, beside /bin/true", runStartup}
 }
 
-// runStartup measures what every sandbox create pays twice (libcontainer
-// re-executes the binary as the container init, then envd starts): the
-// start of the paddock binary. On the host, without namespaces.
+// runStartup measures the binary starts every sandbox create pays:
+// libcontainer re-executes paddock as the container init, then envd starts
+// (from the slim guest binary when paddock carries it, else paddock). On
+// the host, without namespaces.
 func runStartup(args []string) (*result, error) {
 	fs := flag.NewFlagSet("startup", flag.ContinueOnError)
 	bin := fs.String("bin", "", "the paddock binary")
+	guest := fs.String("guest", "", "the guest binary (cmd/paddock-guest); optional")
 	n := fs.Int("n", 30, "runs")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -49,11 +51,23 @@ func runStartup(args []string) (*result, error) {
 		if i >= 0 {
 			res.add("envd_listening", d)
 		}
+		if *guest != "" {
+			d, err := envdStartup(*guest)
+			if err != nil {
+				return nil, err
+			}
+			if i >= 0 {
+				res.add("guest_envd_listening", d)
+			}
+		}
 	}
 	if st, err := os.Stat(*bin); err == nil {
 		res.Values["binary_mib"] = float64(st.Size()) / (1 << 20)
 	}
-	res.note("host exec; envd_listening = exec of `paddock envd --listen 127.0.0.1:PORT` until a TCP connect succeeds (polled every 0.2 ms)")
+	if st, err := os.Stat(*guest); *guest != "" && err == nil {
+		res.Values["guest_binary_mib"] = float64(st.Size()) / (1 << 20)
+	}
+	res.note("host exec; envd_listening = exec of `paddock envd --listen 127.0.0.1:PORT` until a TCP connect succeeds (polled every 0.2 ms); guest_envd_listening the same with the guest binary")
 	return res, nil
 }
 
@@ -83,5 +97,5 @@ func envdStartup(bin string) (time.Duration, error) {
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	return 0, fmt.Errorf("paddock envd on %s did not accept within 10 s", addr)
+	return 0, fmt.Errorf("%s envd on %s did not accept within 10 s", bin, addr)
 }
