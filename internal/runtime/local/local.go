@@ -118,10 +118,11 @@ type Runtime struct {
 	mu    sync.Mutex
 	inits map[string]*initWaiter // inits this process started
 	refs  map[string]initRef     // running inits, for Dial without a network manager
-	// loaded keeps the containers Stats loaded: loading parses the
-	// container's state file, which dominated the metrics sampler's cost
-	// with hundreds of sandboxes. forget drops an entry.
-	loaded map[string]*libcontainer.Container
+	// loaded keeps what Stats needs of each container (its cgroup paths
+	// and limits): loading parses the container's state file, which
+	// dominated the metrics sampler's cost with hundreds of sandboxes.
+	// forget drops an entry.
+	loaded map[string]*statsSource
 
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -749,21 +750,24 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 // (an underestimate for huge layers).
 func (r *Runtime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	r.mu.Lock()
-	c := r.loaded[id]
+	src := r.loaded[id]
 	r.mu.Unlock()
-	fresh := c == nil
+	fresh := src == nil
 	if fresh {
 		// Under the sandbox's lock, so that a Destroy (which forgets it)
 		// cannot come between the load and the caching.
 		unlock := r.locks.lock(id)
 		defer unlock()
-		var err error
-		if c, err = r.load(id); err != nil {
+		c, err := r.load(id)
+		if err != nil {
+			return runtime.Stats{}, fmt.Errorf("stats of sandbox %s: %w", id, err)
+		}
+		if src, err = newStatsSource(c); err != nil {
 			return runtime.Stats{}, fmt.Errorf("stats of sandbox %s: %w", id, err)
 		}
 	}
-	s, err := c.Stats()
-	if err != nil && !fresh { // the cached container may be stale: load it again
+	out, err := src.read()
+	if err != nil && !fresh { // the cached paths may be stale: load again
 		r.mu.Lock()
 		delete(r.loaded, id)
 		r.mu.Unlock()
@@ -775,34 +779,10 @@ func (r *Runtime) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if fresh {
 		r.mu.Lock()
 		if r.loaded == nil {
-			r.loaded = map[string]*libcontainer.Container{}
+			r.loaded = map[string]*statsSource{}
 		}
-		r.loaded[id] = c
+		r.loaded[id] = src
 		r.mu.Unlock()
-	}
-	var out runtime.Stats
-	if cg := s.CgroupStats; cg != nil {
-		out.CPUUsage = time.Duration(cg.CpuStats.CpuUsage.TotalUsage)
-		cache := int64(cg.MemoryStats.Cache)
-		if cache == 0 {
-			cache = int64(cg.MemoryStats.Stats["cache"]) // cgroup v1
-		}
-		if cache == 0 {
-			cache = int64(cg.MemoryStats.Stats["file"]) // cgroup v2
-		}
-		out.MemoryCache = cache
-		out.MemoryUsed = int64(cg.MemoryStats.Usage.Usage) - cache
-		if out.MemoryUsed < 0 {
-			out.MemoryUsed = 0
-		}
-		out.Pids = int64(cg.PidsStats.Current)
-	}
-	cfg := c.Config()
-	if res := cfg.Cgroups.Resources; res != nil {
-		if res.CpuQuota > 0 && res.CpuPeriod > 0 {
-			out.CPUs = float64(res.CpuQuota) / float64(res.CpuPeriod)
-		}
-		out.MemoryLimit = res.Memory
 	}
 	out.DiskUsed = diskUsage(filepath.Join(r.dir(id), "upper"), maxDiskWalk) + etcUsage(r.dir(id))
 	return out, nil

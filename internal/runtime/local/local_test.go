@@ -609,6 +609,27 @@ func TestIsolation(t *testing.T) {
 	if st2.DiskUsed <= 0 {
 		t.Errorf("Stats DiskUsed %d after writing a file, want > 0", st2.DiskUsed)
 	}
+	// The cgroup counters, read directly, against libcontainer's own Stats.
+	if st2.CPUUsage <= 0 || st2.MemoryUsed <= 0 || st2.Pids < 1 || st2.CPUs <= 0 || st2.MemoryLimit <= 0 {
+		t.Errorf("Stats = %+v, want CPU time, memory, pids and limits", st2)
+	}
+	c, err := libcontainer.Load(filepath.Join(root, "state"), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, err := c.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(lc.CgroupStats.PidsStats.Current); st2.Pids != want {
+		t.Errorf("Stats Pids %d, libcontainer says %d", st2.Pids, want)
+	}
+	if lcCPU := time.Duration(lc.CgroupStats.CpuStats.CpuUsage.TotalUsage); st2.CPUUsage > lcCPU {
+		t.Errorf("Stats CPUUsage %v is after libcontainer's later reading %v", st2.CPUUsage, lcCPU)
+	}
+	if got, want := st2.MemoryCache, int64(lc.CgroupStats.MemoryStats.Cache); got == 0 && want != 0 {
+		t.Errorf("Stats MemoryCache 0, libcontainer says %d", want)
+	}
 }
 
 // TestEnvdFiles reads and writes files through envd's /files API in a
