@@ -12,12 +12,12 @@
 //
 // Run as root: PADDOCK_BIN=bin/paddock node --test test/sdk/codeinterp.test.mjs
 import assert from 'node:assert/strict'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, before, describe, test } from 'node:test'
 import { NotFoundError, Sandbox, TimeoutError } from '@e2b/code-interpreter'
-import { freePort, hostTraces, killAllSandboxes, pickSubnet, startServe, stopServe, teardownNetwork } from './lib/serve-host.mjs'
+import { hostTraces, killAllSandboxes, serveFixture, stopServe, teardownNetwork } from './lib/serve-host.mjs'
 import { rejection, sleep } from './lib/util.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -38,9 +38,8 @@ function noError(ex, what) {
 }
 
 describe('@e2b/code-interpreter 2.8.0 against code-interpreter-v1 (paddock serve)', () => {
-  const bridge = `pdci${process.pid % 100000}`
-  let subnet
-  let root
+  const fx = serveFixture({ bin, name: 'ci', bridgePrefix: 'pdci', seed: 6006, logFile: join(outDir, 'codeinterp-serve.log') })
+  const bridge = fx.bridge
   let dataDir
   let server
   let key
@@ -57,29 +56,10 @@ describe('@e2b/code-interpreter 2.8.0 against code-interpreter-v1 (paddock serve
   const health = async () => (await (await fetch(`${server.url}/health`)).json()).checks ?? {}
 
   before(async () => {
-    assert.equal(process.getuid(), 0, 'paddock serve needs root')
-    assert.ok(existsSync(bin), `${bin} not found: run make build`)
-    mkdirSync(outDir, { recursive: true })
-    subnet = pickSubnet(process.pid + 6006)
-    root = mkdtempSync('/tmp/paddock-sdk-ci-')
-    chmodSync(root, 0o711)
-    dataDir = join(root, 'data')
-    server = await startServe({ bin, dataDir, port: await freePort(), bridge, subnet })
-    key = readFileSync(join(dataDir, 'initial-api-key'), 'utf8').trim()
+    ;({ dataDir, server, key } = await fx.start())
   })
 
-  after(async () => {
-    try {
-      if (server && server.proc.exitCode === null && key) await killAllSandboxes(server.url, key, ids)
-    } finally {
-      if (server) writeFileSync(join(outDir, 'codeinterp-serve.log'), server.stderr())
-      await stopServe(server)
-      try {
-        teardownNetwork(bridge)
-      } catch {}
-      if (root && !readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${root}/`)) rmSync(root, { recursive: true, force: true })
-    }
-  })
+  after(() => fx.stop(ids))
 
   test('the server builds code-interpreter-v1 in the background and /health reports it ready', { timeout: TEMPLATE_WAIT_MS + 60_000 }, async (t) => {
     const t0 = Date.now()

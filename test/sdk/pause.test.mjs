@@ -9,12 +9,12 @@
 //
 // Needs root and CRIU >= 4.2 (scripts/install-criu.sh); run.sh pause runs it.
 import assert from 'node:assert/strict'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, before, describe, test } from 'node:test'
 import * as sdk from 'e2b'
-import { CGROUP_PARENT, freePort, hostTraces, killAllSandboxes, pickSubnet, startServe, stopServe, teardownNetwork } from './lib/serve-host.mjs'
+import { CGROUP_PARENT, hostTraces, killAllSandboxes, serveFixture, stopServe, teardownNetwork } from './lib/serve-host.mjs'
 import { describeError, rejection, sleep, waitFor } from './lib/util.mjs'
 
 const { Sandbox } = sdk
@@ -86,9 +86,8 @@ function processesOf(id) {
 const cgroupGone = (id) => !existsSync(`/sys/fs/cgroup/memory/${CGROUP_PARENT}/${id}`)
 
 describe('pause, resume and snapshots with memory (paddock serve)', () => {
-  const bridge = `pdsp${process.pid % 100000}`
-  let subnet
-  let root
+  const fx = serveFixture({ bin, name: 'pause', bridgePrefix: 'pdsp', seed: 7001, logFile: join(here, '.out', 'pause-serve.log') })
+  const bridge = fx.bridge
   let dataDir
   let server
   let key
@@ -111,40 +110,19 @@ describe('pause, resume and snapshots with memory (paddock serve)', () => {
     assert.equal(res.status, 200, `GET through the proxy to ${id}:${port}: ${res.status} ${text}`)
     return JSON.parse(text)
   }
-  const serverLogs = [] // stderr of the servers stopped so far
   const restart = async () => {
-    serverLogs.push(server.stderr())
-    const st = await stopServe(server)
-    assert.equal(st.code, 0, `serve stops cleanly: ${JSON.stringify(st)}`)
-    server = await startServe({ bin, dataDir, port: await freePort(), bridge, subnet })
+    server = await fx.restart() // serve must stop cleanly
   }
   const health = async () => (await (await fetch(`${server.url}/health`)).json()).checks ?? {}
 
   before(async () => {
-    assert.equal(process.getuid(), 0, 'paddock serve needs root')
-    assert.ok(existsSync(bin), `${bin} not found: run make build`)
-    subnet = pickSubnet(process.pid + 7001)
-    root = mkdtempSync('/tmp/paddock-sdk-pause-')
-    chmodSync(root, 0o711)
-    dataDir = join(root, 'data')
-    server = await startServe({ bin, dataDir, port: await freePort(), bridge, subnet })
-    key = readFileSync(join(dataDir, 'initial-api-key'), 'utf8').trim()
+    ;({ dataDir, server, key } = await fx.start())
   })
 
   after(async () => {
     try {
-      if (server && server.proc.exitCode === null && key) await killAllSandboxes(server.url, key, ids)
+      await fx.stop(ids)
     } finally {
-      await stopServe(server)
-      try {
-        teardownNetwork(bridge)
-      } catch {}
-      const mounted = readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${root}/`)
-      if (root && !mounted) rmSync(root, { recursive: true, force: true })
-      if (server) {
-        mkdirSync(join(here, '.out'), { recursive: true })
-        writeFileSync(join(here, '.out', 'pause-serve.log'), serverLogs.join('') + server.stderr())
-      }
       if (Object.keys(measured).length) {
         mkdirSync(join(here, '.out'), { recursive: true })
         writeFileSync(join(here, '.out', 'pause-latency.json'), JSON.stringify(measured, null, 2) + '\n')

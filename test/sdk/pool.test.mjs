@@ -9,13 +9,12 @@
 // dir). Needs root; run.sh pool runs it (PADDOCK_BIN names the binary).
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { after, before, describe, test } from 'node:test'
 import * as sdk from 'e2b'
-import { freePort, hostTraces, killAllSandboxes, pickSubnet, startServe, stopServe, teardownNetwork } from './lib/serve-host.mjs'
+import { hostTraces, killAllSandboxes, serveFixture, stopServe, teardownNetwork } from './lib/serve-host.mjs'
 import { waitFor } from './lib/util.mjs'
 
 const { Sandbox } = sdk
@@ -27,9 +26,8 @@ const POOL = 2
 const run = promisify(execFile)
 
 describe('warm pool: paddock serve --pool-size 2', () => {
-  const bridge = `pdpl${process.pid % 100000}`
-  let subnet
-  let root
+  const fx = serveFixture({ bin, name: 'pool', bridgePrefix: 'pdpl', seed: 7919, extraArgs: ['--pool-size', String(POOL), '--log-level', 'debug'], logFile: join(outDir, 'pool-serve.log') })
+  const bridge = fx.bridge
   let dataDir
   let server
   let key
@@ -57,35 +55,10 @@ describe('warm pool: paddock serve --pool-size 2', () => {
   }
 
   before(async () => {
-    assert.equal(process.getuid(), 0, 'paddock serve needs root')
-    assert.ok(existsSync(bin), `${bin} not found: run make build`)
-    subnet = pickSubnet(process.pid + 7919)
-    root = mkdtempSync('/tmp/paddock-sdk-pool-')
-    chmodSync(root, 0o711)
-    dataDir = join(root, 'data')
-    server = await startServe({
-      bin, dataDir, port: await freePort(), bridge, subnet,
-      extraArgs: ['--pool-size', String(POOL), '--log-level', 'debug'],
-    })
-    key = readFileSync(join(dataDir, 'initial-api-key'), 'utf8').trim()
+    ;({ dataDir, server, key } = await fx.start())
   })
 
-  after(async () => {
-    try {
-      if (server && server.proc.exitCode === null && key) await killAllSandboxes(server.url, key, ids)
-    } finally {
-      await stopServe(server)
-      if (server) {
-        mkdirSync(outDir, { recursive: true })
-        writeFileSync(join(outDir, 'pool-serve.log'), server.stderr())
-      }
-      try {
-        teardownNetwork(bridge)
-      } catch {}
-      const mounted = readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${root}/`)
-      if (root && !mounted) rmSync(root, { recursive: true, force: true })
-    }
-  })
+  after(() => fx.stop(ids))
 
   test('the pool fills and /health reports it', T, async () => {
     await waitFull()

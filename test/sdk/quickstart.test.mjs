@@ -7,13 +7,13 @@
 // Needs root; run.sh quickstart runs it (PADDOCK_BIN names the binary).
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { after, before, describe, test } from 'node:test'
 import * as sdk from 'e2b'
-import { freePort, hostTraces, killAllSandboxes, pickSubnet, startServe, stopServe, teardownNetwork } from './lib/serve-host.mjs'
+import { hostTraces, killAllSandboxes, serveFixture, stopServe, teardownNetwork } from './lib/serve-host.mjs'
 import { describeError, rejection, waitFor } from './lib/util.mjs'
 
 const { Sandbox, AuthenticationError } = sdk
@@ -24,9 +24,8 @@ const KEY_RE = /^e2b_[0-9a-f]{40}$/
 const run = promisify(execFile)
 
 describe('README quick start: paddock serve on a fresh data dir', () => {
-  const bridge = `pdsq${process.pid % 100000}`
-  let subnet
-  let root
+  const fx = serveFixture({ bin, name: 'quickstart', bridgePrefix: 'pdsq', seed: 4099, readKey: false })
+  const bridge = fx.bridge
   let dataDir
   let server
   let key
@@ -37,28 +36,10 @@ describe('README quick start: paddock serve on a fresh data dir', () => {
   const apikey = (...args) => run(bin, ['apikey', ...args, '--data-dir', dataDir], { timeout: 30_000 })
 
   before(async () => {
-    assert.equal(process.getuid(), 0, 'paddock serve needs root')
-    assert.ok(existsSync(bin), `${bin} not found: run make build`)
-    subnet = pickSubnet(process.pid + 4099)
-    root = mkdtempSync('/tmp/paddock-sdk-quickstart-')
-    chmodSync(root, 0o711)
-    dataDir = join(root, 'data') // does not exist yet: a fresh machine
-    server = await startServe({ bin, dataDir, port: await freePort(), bridge, subnet })
+    ;({ dataDir, server, key } = await fx.start())
   })
 
-  after(async () => {
-    // Safety net; the last test does this and checks the host.
-    try {
-      if (server && server.proc.exitCode === null && key) await killAllSandboxes(server.url, key, ids)
-    } finally {
-      await stopServe(server)
-      try {
-        teardownNetwork(bridge)
-      } catch {}
-      const mounted = readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${root}/`)
-      if (root && !mounted) rmSync(root, { recursive: true, force: true })
-    }
-  })
+  after(() => fx.stop(ids))
 
   test('the first start prints the three exports and an e2b_ + 40 hex key', T, async () => {
     // The banner follows the listener; GET /health can answer a moment before it.
@@ -72,6 +53,7 @@ describe('README quick start: paddock serve on a fresh data dir', () => {
     const keyLines = lines.filter((l) => l.startsWith('  export E2B_API_KEY='))
     assert.equal(keyLines.length, 1, server.stdout())
     key = keyLines[0].slice('  export E2B_API_KEY='.length)
+    fx.key = key // for the safety net of after()
     assert.match(key, KEY_RE)
     assert.equal(server.stdout().split(key).length - 1, 1, 'the key is printed once')
     assert.ok(!server.stderr().includes(key), 'the key does not appear in the logs')
@@ -137,11 +119,9 @@ describe('README quick start: paddock serve on a fresh data dir', () => {
   })
 
   test('a second start on the same data dir prints no new key', T, async () => {
-    const st = await stopServe(server)
-    assert.equal(st.code, 0, `SIGTERM ends serve cleanly: ${JSON.stringify(st)}`)
     const keyFile = join(dataDir, 'initial-api-key')
     const before = statSync(keyFile)
-    server = await startServe({ bin, dataDir, port: await freePort(), bridge, subnet })
+    server = await fx.restart() // SIGTERM must end serve cleanly
     await waitFor(() => server.stdout().includes('E2B_SANDBOX_URL='), {
       what: 'the banner on stdout',
       describe: () => JSON.stringify(server.stdout()),

@@ -1,7 +1,8 @@
 // Host side of the `paddock serve` suites: pick a free port and subnet, start
 // and stop a server, kill every sandbox it knows, and list what a sandbox
 // would leave on the host (cgroups, network namespaces, veths, mounts,
-// processes, runtime directories). Used by the quickstart test, the bench and,
+// processes, runtime directories); serveFixture gives a suite its own server.
+// Used by the SDK suites, the bench and,
 // as a small CLI, by run.sh:
 //
 //   node lib/serve-host.mjs free-port
@@ -13,9 +14,9 @@
 // Everything here runs on the host as root; nothing talks to envd.
 import { execFileSync, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sleep } from './util.mjs'
 
@@ -279,6 +280,63 @@ export async function stopServe(server, graceMs = 15_000) {
   const status = await server.exited
   clearTimeout(t)
   return status
+}
+
+/**
+ * A suite's own `paddock serve`: a private temporary root (mode 0711) holding
+ * a fresh data dir, its own bridge (`<bridgePrefix><pid>`) and subnet.
+ * start() starts it and reads the initial API key when the start made one
+ * (readKey); restart() stops it, expecting a clean exit, and starts it again
+ * on the same data dir; stop(ids) kills the sandboxes left (with the key, the
+ * ids given and the listing), stops serve, writes the stderr of every run to
+ * logFile, removes the bridge and the root (unless something is still
+ * mounted under it: the suite's leak checks report that).
+ */
+export function serveFixture({ bin, name, bridgePrefix, seed, extraArgs = [], logFile = null, readKey = true }) {
+  const logs = [] // stderr of the runs stopped so far
+  const fx = {
+    bridge: `${bridgePrefix}${process.pid % 100000}`,
+    subnet: undefined,
+    root: undefined,
+    dataDir: undefined,
+    server: undefined,
+    key: undefined,
+    async start() {
+      if (process.getuid() !== 0) throw new Error('paddock serve needs root')
+      if (!existsSync(bin)) throw new Error(`${bin} not found: run make build`)
+      fx.subnet = pickSubnet(process.pid + seed)
+      fx.root = mkdtempSync(`/tmp/paddock-sdk-${name}-`)
+      chmodSync(fx.root, 0o711)
+      fx.dataDir = join(fx.root, 'data')
+      fx.server = await startServe({ bin, dataDir: fx.dataDir, port: await freePort(), bridge: fx.bridge, subnet: fx.subnet, extraArgs })
+      if (readKey) fx.key = readFileSync(join(fx.dataDir, 'initial-api-key'), 'utf8').trim()
+      return fx
+    },
+    async restart() {
+      logs.push(fx.server.stderr())
+      const st = await stopServe(fx.server)
+      if (st.code !== 0) throw new Error(`serve did not stop cleanly: ${JSON.stringify(st)}`)
+      fx.server = await startServe({ bin, dataDir: fx.dataDir, port: await freePort(), bridge: fx.bridge, subnet: fx.subnet, extraArgs })
+      return fx.server
+    },
+    async stop(ids = []) {
+      const { server, root } = fx
+      try {
+        if (server && server.proc.exitCode === null && fx.key) await killAllSandboxes(server.url, fx.key, ids)
+      } finally {
+        await stopServe(server)
+        if (server && logFile) {
+          mkdirSync(dirname(logFile), { recursive: true })
+          writeFileSync(logFile, logs.join('') + server.stderr())
+        }
+        try {
+          teardownNetwork(fx.bridge)
+        } catch {}
+        if (root && !readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${root}/`)) rmSync(root, { recursive: true, force: true })
+      }
+    },
+  }
+  return fx
 }
 
 // ---- CLI for run.sh -------------------------------------------------------
