@@ -599,10 +599,12 @@ const stopAll = async () => {
     log(`cleanup failed: ${e.message}`)
   }
 }
-process.once('SIGINT', () => {
-  log('interrupted; cleaning up')
-  stopAll().finally(() => process.exit(130))
-})
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
+  process.once(sig, () => {
+    log(`${sig}; cleaning up`)
+    stopAll().finally(() => process.exit(code))
+  })
+}
 
 /** Runs one section; a failure is reported and the run goes on. */
 async function section(name, fn) {
