@@ -102,7 +102,7 @@ type Keys struct {
 }
 
 // verifiedKeys keeps the records Verify read, for as long as the keys
-// collection's revision (store.Revisioner) stays the same: any write to a
+// collection's revision (Store.Revision) stays the same: any write to a
 // key record (a revocation, a new key, a LastUsedAt update), by any replica
 // sharing the store, moves the revision and empties it. Verify then skips
 // reading and decoding the record on every request. Only records of issued
@@ -342,16 +342,11 @@ func (k *Keys) touch(ctx context.Context, key Key, raw []byte, now time.Time) {
 	}
 }
 
-// lookup is get through the verifiedKeys cache when the store has
-// revisions.
+// lookup is get through the verifiedKeys cache.
 func (k *Keys) lookup(ctx context.Context, hash string) (Key, []byte, error) {
-	rv, ok := k.store.(store.Revisioner)
-	if !ok {
-		return k.get(ctx, hash)
-	}
 	// Read before the record: a record read after it is at least as recent,
 	// so keeping it under rev can never serve one older than rev.
-	rev, err := rv.Revision(ctx, KeysCollection)
+	rev, err := k.store.Revision(ctx, KeysCollection)
 	if err != nil {
 		return Key{}, nil, err
 	}

@@ -49,9 +49,10 @@ type Page struct {
 // MaxPageSize is the largest page List returns.
 const MaxPageSize = 100
 
-// List returns the team's sandboxes matching f, one page at a time. When
-// the store can tell (store.Revisioner) that no sandbox record changed since
-// the last listing, it reuses that listing without reading the records.
+// List returns the team's sandboxes matching f, one page at a time. While
+// the store's revision of the collection says no sandbox record changed
+// since the last listing, it reuses that listing without reading the
+// records.
 func (s *Service) List(ctx context.Context, f ListFilter) (Page, error) {
 	if f.Limit < 0 || f.Limit > MaxPageSize {
 		return Page{}, fmt.Errorf("%w: limit must be between 1 and %d", ErrInvalid, MaxPageSize)
@@ -168,32 +169,24 @@ func newListing(recs []*Record) *listing {
 }
 
 // listed returns the sandbox records. It reads them from the store only
-// when their collection's revision moved since the last call (or the store
-// has no revisions), so it follows writes of every replica sharing the
-// store.
+// when their collection's revision moved since the last call, so it follows
+// writes of every replica sharing the store.
 func (s *Service) listed(ctx context.Context) (*listing, error) {
-	rv, hasRev := s.cfg.Store.(store.Revisioner)
-	var rev uint64
-	if hasRev {
-		var err error
-		// Read before listing: the listing is then at least as recent as
-		// rev, so keeping it under rev can only cost a listing, never hide
-		// a write.
-		if rev, err = rv.Revision(ctx, Collection); err != nil {
-			return nil, fmt.Errorf("list sandboxes: %w", err)
-		}
-		if l, ok := s.decoded.at(rev); ok {
-			return l, nil
-		}
+	// Read before listing: the listing is then at least as recent as rev,
+	// so keeping it under rev can only cost a listing, never hide a write.
+	rev, err := s.cfg.Store.Revision(ctx, Collection)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	if l, ok := s.decoded.at(rev); ok {
+		return l, nil
 	}
 	kvs, err := s.cfg.Store.List(ctx, Collection)
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
 	l := newListing(s.decoded.decode(kvs))
-	if hasRev {
-		s.decoded.keep(rev, l)
-	}
+	s.decoded.keep(rev, l)
 	return l, nil
 }
 

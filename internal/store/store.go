@@ -60,24 +60,18 @@ type Store interface {
 	// Apply performs every op atomically: all preconditions are checked
 	// first and, if one fails, nothing is written and ErrConflict returned.
 	Apply(ctx context.Context, ops ...Op) error
+	// Revision returns the collection's revision, so that readers may keep
+	// what they derived from a listing instead of listing again: a number
+	// that changes whenever a successful Apply writes or deletes a record
+	// of the collection (through any handle of the same store, from any
+	// process for a shared driver), that may change on an Apply with an op
+	// on the collection that changed nothing (deleting an absent record),
+	// and that stays the same while no successful Apply has an op on it.
+	// Only equality means something: it is not a count of writes. A List
+	// made after reading a revision is at least as recent as that revision.
+	Revision(ctx context.Context, collection string) (uint64, error)
 	// Close releases the store.
 	Close() error
-}
-
-// Revisioner is implemented by drivers that can tell cheaply whether a
-// collection changed, so that readers may keep what they derived from a
-// listing instead of listing again. Both Paddock drivers implement it (see
-// store/conformance); callers fall back to List when a Store does not.
-type Revisioner interface {
-	// Revision returns the collection's revision: a number that changes
-	// whenever a successful Apply writes or deletes a record of the
-	// collection (through any handle of the same store, from any process
-	// for a shared driver), that may change on an Apply with an op on the
-	// collection that changed nothing (deleting an absent record), and that
-	// stays the same while no successful Apply has an op on it. Only
-	// equality means something: it is not a count of writes. A List made
-	// after reading a revision is at least as recent as that revision.
-	Revision(ctx context.Context, collection string) (uint64, error)
 }
 
 // Put writes one record unconditionally.

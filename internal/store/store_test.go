@@ -24,7 +24,8 @@ func (c *conflicting) Apply(context.Context, ...Op) error {
 	}
 	return ErrConflict
 }
-func (c *conflicting) Close() error { return nil }
+func (c *conflicting) Revision(context.Context, string) (uint64, error) { return 0, nil }
+func (c *conflicting) Close() error                                     { return nil }
 
 func TestUpdateStopsWhenContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -15,6 +15,9 @@ type memStore struct {
 	data map[string]map[string][]byte
 	// applies counts successful Apply calls.
 	applies int
+	// revs are the collections' revisions: bumped by every successful Apply
+	// with an op on them.
+	revs map[string]uint64
 	// beforeApply, if set, runs (unlocked) at the start of every Apply; tests
 	// use it to interleave concurrent writers.
 	beforeApply func()
@@ -69,6 +72,10 @@ func (s *memStore) Apply(_ context.Context, ops ...store.Op) error {
 		}
 	}
 	for _, op := range ops {
+		if s.revs == nil {
+			s.revs = map[string]uint64{}
+		}
+		s.revs[op.Collection]++
 		if op.Value == nil {
 			delete(s.data[op.Collection], op.Key)
 			continue
@@ -80,6 +87,12 @@ func (s *memStore) Apply(_ context.Context, ops ...store.Op) error {
 	}
 	s.applies++
 	return nil
+}
+
+func (s *memStore) Revision(_ context.Context, c string) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.revs[c], nil
 }
 
 func (s *memStore) Close() error { return nil }

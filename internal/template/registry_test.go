@@ -304,4 +304,5 @@ var errFire = errors.New("disk on fire")
 func (failingStore) Get(context.Context, string, string) ([]byte, error)  { return nil, errFire }
 func (failingStore) List(context.Context, string) ([]store.Record, error) { return nil, errFire }
 func (failingStore) Apply(context.Context, ...store.Op) error             { return errFire }
+func (failingStore) Revision(context.Context, string) (uint64, error)     { return 0, errFire }
 func (failingStore) Close() error                                         { return nil }

@@ -44,10 +44,7 @@ type Store struct {
 	closed atomic.Bool
 }
 
-var (
-	_ store.Store      = (*Store)(nil)
-	_ store.Revisioner = (*Store)(nil)
-)
+var _ store.Store = (*Store)(nil)
 
 // Option tunes Open.
 type Option func(*options)

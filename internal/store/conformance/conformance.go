@@ -674,20 +674,9 @@ func testUseAfterClose(t *testing.T, s store.Store) {
 	}
 }
 
-// revisioner returns s as a store.Revisioner, failing the test when the
-// driver does not implement it (every driver must).
-func revisioner(t *testing.T, s store.Store) store.Revisioner {
-	t.Helper()
-	rv, ok := s.(store.Revisioner)
-	if !ok {
-		t.Fatalf("%T does not implement store.Revisioner", s)
-	}
-	return rv
-}
-
 func revision(t *testing.T, s store.Store, collection string) uint64 {
 	t.Helper()
-	rev, err := revisioner(t, s).Revision(context.Background(), collection)
+	rev, err := s.Revision(context.Background(), collection)
 	if err != nil {
 		t.Fatalf("revision of %q: %v", collection, err)
 	}
@@ -730,7 +719,6 @@ func (r *revisions) same(what string) {
 
 func testRevision(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	rv := revisioner(t, s)
 	r := newRevisions(t, s, "c")
 	r.same("nothing")
 	mustApply(t, s, store.Op{Collection: "c", Key: "k", Value: []byte("1")})
@@ -761,21 +749,21 @@ func testRevision(t *testing.T, s store.Store) {
 			store.Op{Collection: "c", Key: "a"})
 		r.changed("a batch of three ops")
 	}
-	if _, err := rv.Revision(ctx, ""); !errors.Is(err, store.ErrInvalid) {
+	if _, err := s.Revision(ctx, ""); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("revision of an empty collection name: want ErrInvalid, got %v", err)
 	}
-	if _, err := rv.Revision(ctx, string(bytes.Repeat([]byte("n"), store.MaxNameLen+1))); !errors.Is(err, store.ErrInvalid) {
+	if _, err := s.Revision(ctx, string(bytes.Repeat([]byte("n"), store.MaxNameLen+1))); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("revision of a too long collection name: want ErrInvalid, got %v", err)
 	}
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := rv.Revision(canceled, "c"); !errors.Is(err, context.Canceled) {
+	if _, err := s.Revision(canceled, "c"); !errors.Is(err, context.Canceled) {
 		t.Errorf("revision with a canceled context: want context.Canceled, got %v", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rv.Revision(ctx, "c"); err == nil {
+	if _, err := s.Revision(ctx, "c"); err == nil {
 		t.Error("revision after close: want an error")
 	}
 }

@@ -3,7 +3,7 @@
 // collection whose fields are the record keys; every Apply is one Lua script,
 // so its preconditions and writes are atomic with respect to every client.
 // The hash named by the prefix alone (no collection name is empty) holds the
-// collections' revisions (store.Revisioner): one field per collection, bumped
+// collections' revisions (Store.Revision): one field per collection, bumped
 // by the script of every Apply with an op on it. Writes made to the hashes by
 // other means than Apply do not bump it.
 //
@@ -42,10 +42,7 @@ type Store struct {
 	closed atomic.Bool
 }
 
-var (
-	_ store.Store      = (*Store)(nil)
-	_ store.Revisioner = (*Store)(nil)
-)
+var _ store.Store = (*Store)(nil)
 
 // Option tunes Open.
 type Option func(*options)
