@@ -5,12 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/paddockhq/paddock/internal/codeinterp"
@@ -33,11 +30,7 @@ func Codeinterp(args []string) error {
 		}
 		return err
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(*verbose)
 
 	srv, err := codeinterp.New(codeinterp.Config{
 		Cwd:            *cwd,
@@ -62,21 +55,16 @@ func Codeinterp(args []string) error {
 	srv.Start()
 	log.Info("code interpreter serving", "addr", l.Addr().String(), "pid", os.Getpid())
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(l) }()
-	select {
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
+	serve := func() error {
+		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve: %w", err)
 		}
 		return nil
-	case <-ctx.Done():
 	}
-	// Executions stream until their end: close the kernels first so they end.
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Close()
-	return hs.Shutdown(shutdown)
+	return serveUntilSignal(serve, func(ctx context.Context) error {
+		// Executions stream until their end: close the kernels first so
+		// they end.
+		_ = srv.Close()
+		return hs.Shutdown(ctx)
+	})
 }

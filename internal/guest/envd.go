@@ -1,15 +1,10 @@
 package guest
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/paddockhq/paddock/internal/envd"
 )
@@ -23,12 +18,7 @@ func Envd(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
+	log := newLogger(*verbose)
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
@@ -36,16 +26,5 @@ func Envd(args []string) error {
 	d := envd.New(envd.Config{Logger: log})
 	log.Info("envd serving", "addr", l.Addr().String(), "version", envd.Version, "pid", os.Getpid())
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- d.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return d.Close(shutdown)
+	return serveUntilSignal(func() error { return d.Serve(l) }, d.Close)
 }

@@ -10,6 +10,15 @@
 // commands.
 package guest
 
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
 // Command is one command of the in-sandbox binary.
 type Command struct {
 	// Summary is the one-line help text.
@@ -23,4 +32,33 @@ type Command struct {
 var Commands = map[string]Command{
 	"envd":       {Summary: "run the in-sandbox daemon (E2B envd API) in the foreground", Run: Envd},
 	"codeinterp": {Summary: "run the in-sandbox code interpreter (E2B port 49999 API) in the foreground", Run: Codeinterp},
+}
+
+// newLogger logs text to stderr, at debug level when verbose.
+func newLogger(verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// shutdownGrace bounds a command's shutdown after SIGTERM or SIGINT.
+const shutdownGrace = 5 * time.Second
+
+// serveUntilSignal runs serve until it returns or SIGTERM or SIGINT
+// arrives; then shutdown gets shutdownGrace to stop it.
+func serveUntilSignal(serve func() error, shutdown func(context.Context) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- serve() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	return shutdown(sctx)
 }

@@ -17,20 +17,25 @@ func Embedded() bool { return len(embedded) > 0 }
 // is there already, and returns its path; it returns "" and no error when
 // this binary carries none. The file is written beside and renamed into
 // place, so a crash never leaves a partial binary under the final name, and
-// a path always denotes one content (sandboxes paused with one version can
-// find it again). Other versions in dir are removed: sandboxes running
-// from one keep it through their bind mount, and a resumed sandbox mounts
-// the current one.
+// a path always denotes one content: a file that running sandboxes have
+// bind-mounted is never rewritten in place. Other versions (and temporary
+// files a crash left) are removed: sandboxes running from one keep it
+// through their bind mount, and a resumed sandbox mounts the current one.
 func Install(dir string) (string, error) {
 	if !Embedded() {
 		return "", nil
 	}
-	path, err := install(dir, embedded)
+	return install(dir, embedded)
+}
+
+func install(dir string, content []byte) (string, error) {
+	path, err := write(dir, content)
 	if err != nil {
 		return "", err
 	}
 	old, _ := filepath.Glob(filepath.Join(dir, "paddock-guest-*"))
-	for _, o := range old {
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".paddock-guest-*"))
+	for _, o := range append(old, tmps...) {
 		if o != path {
 			_ = os.Remove(o)
 		}
@@ -38,7 +43,9 @@ func Install(dir string) (string, error) {
 	return path, nil
 }
 
-func install(dir string, content []byte) (string, error) {
+// write puts content at its content-addressed path in dir unless it is
+// there already.
+func write(dir string, content []byte) (string, error) {
 	sum := sha256.Sum256(content)
 	path := filepath.Join(dir, "paddock-guest-"+hex.EncodeToString(sum[:8]))
 	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, content) {

@@ -45,16 +45,22 @@ func TestInstallWritesOnceAndReplacesOtherVersions(t *testing.T) {
 	if have, _ := os.ReadFile(p1); !bytes.Equal(have, v1) {
 		t.Errorf("corrupted file not replaced: %q", have)
 	}
-	// Another content gets another name; no temporary files remain.
+	// Another content gets another name and replaces the other version
+	// and any temporary file a crash left; no temporary files remain.
+	if err := os.WriteFile(filepath.Join(dir, ".paddock-guest-123"), []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p2, err := install(dir, []byte("\x7fELF version two"))
 	if err != nil || p2 == p1 {
 		t.Fatalf("other content: %q, %v", p2, err)
 	}
 	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			t.Errorf("temporary file left: %s", e.Name())
+	if len(entries) != 1 || filepath.Join(dir, entries[0].Name()) != p2 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
 		}
+		t.Errorf("after installing another version, dir holds %v, want only %s", names, filepath.Base(p2))
 	}
 }
 
