@@ -390,10 +390,14 @@ async function sectionEnvd() {
   const r = await pb.run(['envd', '--api', serve.url, '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(cfg.streamRuns)])
   row('proxy.health', 'proxy', 'GET envd /health through the proxy (Go client)', 'ms', summarize(r.samples.health_proxy), summarize(r.samples.health_direct), 'same, dialled inside the sandbox netns (no proxy)')
   row('proxy.run', 'proxy', 'process.Start `bash -l -c true` through the proxy (Go client)', 'ms', summarize(r.samples.run_true_proxy), summarize(r.samples.run_true_direct), 'same, no proxy')
+  row('proxy.relay.health', 'proxy', '(floor of any proxy) GET envd /health through a bare TCP relay on the host (Go client)', 'ms', summarize(r.samples.health_relay), summarize(r.samples.health_direct), 'same, no relay')
+  row('proxy.relay.run', 'proxy', '(floor of any proxy) process.Start `bash -l -c true` through a bare TCP relay (Go client)', 'ms', summarize(r.samples.run_true_relay), summarize(r.samples.run_true_direct), 'same, no relay')
   row('proxy.stream', 'proxy', `stdout stream ${cfg.streamMiB} MiB through the proxy (Go client)`, 'MiB/s', mibps(r.values.stream_bytes, median(r.samples.stream_proxy)), mibps(r.values.stream_bytes, median(r.samples.stream_direct)), 'same, no proxy')
   extra.proxy = {
     health: median(r.samples.health_proxy) - median(r.samples.health_direct),
     run: median(r.samples.run_true_proxy) - median(r.samples.run_true_direct),
+    relayHealth: median(r.samples.health_relay) - median(r.samples.health_direct),
+    relayRun: median(r.samples.run_true_relay) - median(r.samples.run_true_direct),
   }
 }
 

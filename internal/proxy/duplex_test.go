@@ -27,10 +27,12 @@ func (o oneSandbox) Route(ctx context.Context, id string) (Route, error) {
 	}}, nil
 }
 
-// TestStreamsResponseWhileRequestBodyIsOpen: an HTTP/1.1 upstream that sends
-// its response headers before it has read the request body (as envd does for
-// Connect streams, answering as soon as it has a message) must reach the
-// client while the client still holds back the end of the body. A proxy that
+// TestStreamsResponseWhileRequestBodyIsOpen: an HTTP/1.1 server on a
+// sandbox port that sends its response headers before it has read the
+// request body (a streaming server answering as soon as it has a message)
+// must reach the client while the client still holds back the end of the
+// body. (Requests to envd's port with a small body are read whole first:
+// envd's API is request then response.) A proxy that
 // is not full duplex drains the body before writing the headers: the request
 // then deadlocks here, and with a fast client the transport's end-of-body
 // check races that drain and cuts streamed responses short.
@@ -64,7 +66,7 @@ func TestStreamsResponseWhileRequestBodyIsOpen(t *testing.T) {
 	}
 	// Half of a 10-byte body, then wait for the response to start.
 	fmt.Fprintf(conn, "POST /stream HTTP/1.1\r\nHost: proxy\r\n%s: isbx\r\n%s: %d\r\nContent-Length: 10\r\n\r\nhello",
-		HeaderSandboxID, HeaderSandboxPort, EnvdPort)
+		HeaderSandboxID, HeaderSandboxPort, 8080)
 	br := bufio.NewReader(conn)
 	res, err := http.ReadResponse(br, nil)
 	if err != nil {

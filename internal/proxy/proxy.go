@@ -79,7 +79,8 @@ type Proxy struct {
 	cfg Config
 	log *slog.Logger
 	rp  *httputil.ReverseProxy
-	tr  *http.Transport
+	tr  *http.Transport // requests to other ports, and what up does not take
+	up  *upstream       // requests to envd
 }
 
 // blockedEnvdPaths are envd's control routes, reachable only from Paddock.
@@ -111,6 +112,7 @@ func New(cfg Config) *Proxy {
 		ResponseHeaderTimeout: 0,
 		ForceAttemptHTTP2:     false,
 	}
+	p.up = newUpstream(p.dial, p.tr)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			t := pr.In.Context().Value(targetKey{}).(*target)
@@ -121,7 +123,7 @@ func New(cfg Config) *Proxy {
 				pr.Out.Host = strings.ReplaceAll(t.route.MaskRequestHost, "${PORT}", strconv.Itoa(t.port))
 			}
 		},
-		Transport:     p.tr,
+		Transport:     roundTripper(p.roundTrip),
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			t := r.Context().Value(targetKey{}).(*target)
@@ -137,6 +139,23 @@ func New(cfg Config) *Proxy {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return p
+}
+
+// roundTripper adapts a function to http.RoundTripper.
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// roundTrip sends a request to envd with up: envd's API is request then
+// response (the SDKs send a whole body before reading), which up relies on
+// to read a small body before writing it. Servers of the sandbox's own
+// ports may answer while the body is still coming (full duplex): they get
+// net/http's Transport.
+func (p *Proxy) roundTrip(r *http.Request) (*http.Response, error) {
+	if t, ok := r.Context().Value(targetKey{}).(*target); ok && t.port == EnvdPort {
+		return p.up.RoundTrip(r)
+	}
+	return p.tr.RoundTrip(r)
 }
 
 // dial connects the shared transport to "<id>:<port>" through the route of
@@ -343,8 +362,12 @@ func FileSignature(path, operation, username, token string, expiration *int64) s
 	return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
-// Close drops idle upstream connections.
-func (p *Proxy) Close() { p.tr.CloseIdleConnections() }
+// Close drops idle upstream connections and stops checking them; requests
+// after it do not keep theirs.
+func (p *Proxy) Close() {
+	p.up.closeIdle(true)
+	p.tr.CloseIdleConnections()
+}
 
 // writeError answers with E2B's JSON error body, or a short HTML page when
 // the client is a browser.

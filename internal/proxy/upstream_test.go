@@ -1,0 +1,340 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingDialer dials one address and counts the connections it made.
+type countingDialer struct {
+	addr  string
+	dials atomic.Int32
+}
+
+func (d *countingDialer) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	d.dials.Add(1)
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", d.addr)
+}
+
+// failTransport fails every request: upstream must not hand it any.
+type failTransport struct{ used atomic.Int32 }
+
+func (f *failTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	f.used.Add(1)
+	return nil, errors.New("fallback used")
+}
+
+func newTestUpstream(t *testing.T, h http.Handler) (*upstream, *countingDialer, *failTransport) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	d := &countingDialer{addr: srv.Listener.Addr().String()}
+	fb := &failTransport{}
+	u := newUpstream(d.dial, fb)
+	t.Cleanup(func() { u.closeIdle(true) })
+	return u, d, fb
+}
+
+func roundTrip(t *testing.T, u http.RoundTripper, method, body string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://isbx:49983/x", rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := u.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s: %v", method, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s: read body: %v", method, err)
+	}
+	return res.StatusCode, string(b)
+}
+
+// Sequential requests of every shape share one connection, and bodies
+// arrive whole.
+func TestUpstreamKeepsConnectionsAlive(t *testing.T) {
+	u, d, fb := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch {
+		case r.Method == http.MethodHead:
+			w.Header().Set("Content-Length", "5")
+		case r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
+		case r.Method == http.MethodPost:
+			w.(http.Flusher).Flush() // chunked
+			fmt.Fprintf(w, "got %s", b)
+		default:
+			fmt.Fprint(w, "hello")
+		}
+	}))
+	for i := 0; i < 3; i++ {
+		if code, body := roundTrip(t, u, http.MethodGet, ""); code != 200 || body != "hello" {
+			t.Fatalf("GET: %d %q", code, body)
+		}
+		if code, body := roundTrip(t, u, http.MethodPost, "payload"); code != 200 || body != "got payload" {
+			t.Fatalf("POST: %d %q", code, body)
+		}
+		if code, body := roundTrip(t, u, http.MethodHead, ""); code != 200 || body != "" {
+			t.Fatalf("HEAD: %d %q", code, body)
+		}
+		if code, body := roundTrip(t, u, http.MethodDelete, ""); code != 204 || body != "" {
+			t.Fatalf("DELETE: %d %q", code, body)
+		}
+	}
+	if n := d.dials.Load(); n != 1 {
+		t.Fatalf("%d connections for 12 sequential requests, want 1", n)
+	}
+	if fb.used.Load() != 0 {
+		t.Fatal("fallback used for ordinary requests")
+	}
+}
+
+// Upgrades, Expect: 100-continue and large or unsized bodies go to the
+// fallback transport.
+func TestUpstreamFallback(t *testing.T) {
+	u, d, fb := newTestUpstream(t, http.NotFoundHandler())
+	reqs := []*http.Request{}
+	r, _ := http.NewRequest(http.MethodGet, "http://isbx:49983/ws", nil)
+	r.Header.Set("Upgrade", "websocket")
+	reqs = append(reqs, r)
+	r, _ = http.NewRequest(http.MethodPost, "http://isbx:49983/files", strings.NewReader(strings.Repeat("x", inlineBodyMax+1)))
+	reqs = append(reqs, r)
+	r, _ = http.NewRequest(http.MethodPost, "http://isbx:49983/files", io.NopCloser(strings.NewReader("unsized")))
+	r.ContentLength = -1
+	reqs = append(reqs, r)
+	r, _ = http.NewRequest(http.MethodPost, "http://isbx:49983/files", strings.NewReader("x"))
+	r.Header.Set("Expect", "100-continue")
+	reqs = append(reqs, r)
+	for _, r := range reqs {
+		if _, err := u.RoundTrip(r); err == nil || !strings.Contains(err.Error(), "fallback used") {
+			t.Fatalf("%s %s: err %v, want the fallback's", r.Method, r.URL, err)
+		}
+	}
+	if fb.used.Load() != int32(len(reqs)) || d.dials.Load() != 0 {
+		t.Fatalf("fallback used %d times, %d dials; want %d and 0", fb.used.Load(), d.dials.Load(), len(reqs))
+	}
+}
+
+// A kept connection the server closed is noticed before use, and a request
+// whose connection is reset before any response is sent again once when
+// that is safe.
+func TestUpstreamStaleConnections(t *testing.T) {
+	var closeNext atomic.Bool
+	u, d, _ := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if closeNext.Swap(false) {
+			w.Header().Set("Connection", "close")
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	// The server closes after this response: the next request dials anew.
+	closeNext.Store(true)
+	roundTrip(t, u, http.MethodGet, "")
+	roundTrip(t, u, http.MethodGet, "")
+	if n := d.dials.Load(); n != 2 {
+		t.Fatalf("%d dials, want 2 (Connection: close is not kept)", n)
+	}
+	// Close the kept connection under upstream's feet: get sees it dead.
+	u.mu.Lock()
+	for _, list := range u.idle {
+		for _, c := range list {
+			c.conn.(*net.TCPConn).CloseRead()
+		}
+	}
+	u.mu.Unlock()
+	if code, body := roundTrip(t, u, http.MethodPost, "x"); code != 200 || body != "ok" {
+		t.Fatalf("POST after a dead idle connection: %d %q", code, body)
+	}
+	if n := d.dials.Load(); n != 3 {
+		t.Fatalf("%d dials, want 3", n)
+	}
+}
+
+// A GET on a kept connection that the server resets before answering is
+// sent again on a new connection; a POST is not (it may have been taken).
+func TestUpstreamRetriesOnlyReplayableAfterReset(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// Serves one response per connection, keeping it open, then closes the
+	// connection when the second request arrives, without answering.
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if i == 1 {
+						return
+					}
+					fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}(c)
+		}
+	}()
+	d := &countingDialer{addr: l.Addr().String()}
+	u := newUpstream(d.dial, &failTransport{})
+	defer u.closeIdle(true)
+	// alive() cannot see the close (it happens after the request is sent),
+	// so the retry is what saves the GET.
+	roundTrip(t, u, http.MethodGet, "")
+	if code, body := roundTrip(t, u, http.MethodGet, ""); code != 200 || body != "ok" {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+	if n := d.dials.Load(); n != 2 {
+		t.Fatalf("%d dials, want 2", n)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://isbx:49983/x", strings.NewReader("x"))
+	_, err = u.RoundTrip(req) // the second request on the new connection
+	var nr *noResponse
+	if !errors.As(err, &nr) {
+		t.Fatalf("POST on a connection closed before the answer: err %v, want noResponse (not retried)", err)
+	}
+}
+
+// Closing an unfinished endless response returns at once and gives up its
+// connection; cancelling the request unblocks a read waiting on the
+// server.
+func TestUpstreamAbandonedStreams(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	u, d, _ := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-r.Context().Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if r.URL.Path == "/quiet" {
+				continue
+			}
+			if _, err := fmt.Fprint(w, "data\n"); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	req, _ := http.NewRequest(http.MethodGet, "http://isbx:49983/endless", nil)
+	res, err := u.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(res.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- res.Body.Close() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing an unfinished stream blocked")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://isbx:49983/quiet", nil)
+	res, err = u.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var readErr error
+	go func() {
+		defer wg.Done()
+		_, readErr = io.ReadAll(res.Body)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	if readErr == nil {
+		t.Fatal("read of a cancelled request's body ended without an error")
+	}
+	res.Body.Close()
+	u.mu.Lock()
+	idle := len(u.idle)
+	u.mu.Unlock()
+	if idle != 0 {
+		t.Fatalf("%d hosts with idle connections after two abandoned streams, want 0", idle)
+	}
+	if n := d.dials.Load(); n != 2 {
+		t.Fatalf("%d dials, want 2", n)
+	}
+}
+
+// The sweeper closes idle connections the server closed, and closeIdle
+// stops it.
+func TestUpstreamSweeper(t *testing.T) {
+	idleConns := make(chan net.Conn, 4)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateIdle {
+			idleConns <- c
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	d := &countingDialer{addr: srv.Listener.Addr().String()}
+	u := newUpstream(d.dial, &failTransport{})
+	roundTrip(t, u, http.MethodGet, "")
+	(<-idleConns).Close()
+	deadline := time.Now().Add(3 * sweepEvery)
+	for {
+		u.mu.Lock()
+		n := len(u.idle)
+		u.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweeper kept a connection the server closed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	u.closeIdle(true)
+	select {
+	case <-u.swept:
+	default:
+		t.Fatal("closeIdle(true) returned with the sweeper running")
+	}
+	// After the final close, connections are not kept.
+	roundTrip(t, u, http.MethodGet, "")
+	u.mu.Lock()
+	n := len(u.idle)
+	u.mu.Unlock()
+	if n != 0 {
+		t.Fatal("a connection was kept after closeIdle(true)")
+	}
+}
