@@ -114,16 +114,34 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	if err != nil {
 		return Record{}, err
 	}
-	// The record exists before any runtime state so a crash mid-create is
-	// found and reaped at the next start.
-	if err := s.cfg.Store.Apply(ctx, store.Op{Collection: Collection, Key: rec.ID, Value: raw, Cond: store.IfAbsent}); err != nil {
-		return Record{}, fmt.Errorf("record sandbox %s: %w", rec.ID, err)
+	release, err := s.claim(rec.ID)
+	if err != nil {
+		return Record{}, err
 	}
-	ph.mark(&ph.recorded)
-	release, _ := s.claim(rec.ID)
 	defer release()
+	// The record (state creating) is written while the runtime creates the
+	// sandbox: a durable write mostly waits on the disk, the runtime mostly
+	// on the CPU. A crash mid-create leaves a record still creating, or
+	// runtime state without a record: the next Start reaps either.
+	recorded := make(chan error, 1)
+	go func() {
+		err := s.cfg.Store.Apply(ctx, store.Op{Collection: Collection, Key: rec.ID, Value: raw, Cond: store.IfAbsent})
+		if err != nil {
+			err = fmt.Errorf("record sandbox %s: %w", rec.ID, err)
+		}
+		recorded <- err
+	}()
+	ph.mark(&ph.recorded)
 
 	started, err := s.start(ctx, &rec, tpl, &ph, nil)
+	if recErr := <-recorded; recErr != nil {
+		if !errors.As(err, new(nothingCreated)) {
+			// Only what this create made goes: the runtime state (the
+			// record under this ID, if any, is not this create's).
+			s.destroyRuntime(rec.ID)
+		}
+		return Record{}, recErr
+	}
 	if err != nil {
 		s.discard(rec.ID)
 		return Record{}, err
@@ -162,7 +180,7 @@ func (s *Service) start(ctx context.Context, rec *Record, tpl Template, ph *crea
 		Labels:  labels,
 	}
 	if _, err := s.cfg.Runtime.Create(ctx, spec); err != nil {
-		return time.Time{}, fmt.Errorf("create sandbox %s: %w", rec.ID, err)
+		return time.Time{}, nothingCreated{fmt.Errorf("create sandbox %s: %w", rec.ID, err)}
 	}
 	ph.mark(&ph.created)
 	if err := s.envd.waitHealthy(ctx, rec.ID); err != nil {
@@ -201,6 +219,22 @@ func (s *Service) startCommand(ctx context.Context, rec *Record, tpl Template) e
 	s.event(rec.ID, "start command running", "startCmd", tpl.StartCmd)
 	s.log.Debug("start command ready", "sandbox", rec.ID, "ms", s.now().Sub(t0).Milliseconds())
 	return nil
+}
+
+// nothingCreated marks a start that failed before the runtime made
+// anything (its Create cleans up after itself).
+type nothingCreated struct{ err error }
+
+func (e nothingCreated) Error() string { return e.err.Error() }
+func (e nothingCreated) Unwrap() error { return e.err }
+
+// destroyRuntime removes the runtime state of a sandbox (not its record).
+func (s *Service) destroyRuntime(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.cfg.Runtime.Destroy(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		s.log.Error("destroy sandbox", "sandbox", id, "err", err)
+	}
 }
 
 // createPhases times the steps of one Create for the debug log line

@@ -19,6 +19,7 @@ import (
 	"github.com/paddockhq/paddock/internal/envd"
 	"github.com/paddockhq/paddock/internal/envd/identity"
 	"github.com/paddockhq/paddock/internal/runtime"
+	"github.com/paddockhq/paddock/internal/store"
 	"github.com/paddockhq/paddock/internal/store/bolt"
 )
 
@@ -428,6 +429,31 @@ func TestCreateFailuresLeaveNothing(t *testing.T) {
 	recs, _ := s.cfg.Store.List(ctx, Collection)
 	if len(recs) != 0 || rt.count() != 0 {
 		t.Fatalf("leaked %d records, %d runtime sandboxes", len(recs), rt.count())
+	}
+}
+
+// The creating record is written while the runtime creates the sandbox: a
+// record that cannot be written (here: the ID is taken) fails the create,
+// removes the runtime sandbox it made and leaves the other record alone.
+func TestCreateRecordFailureRemovesRuntimeState(t *testing.T) {
+	rt := newFakeRuntime()
+	s := newTestService(t, rt, filepath.Join(t.TempDir(), "db"), nil)
+	ctx := context.Background()
+	taken := "i" + strconv.FormatInt(1000000+idSeq.Load()+1, 10) // the next ID
+	other := []byte(`{"id":"` + taken + `","team":"someone","state":"running"}`)
+	if err := store.Put(ctx, s.cfg.Store, Collection, taken, other); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Create(ctx, CreateRequest{Team: "t", Template: "base", Timeout: time.Minute, Secure: true})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("create with a taken ID: %v, want a store conflict", err)
+	}
+	got, err := s.cfg.Store.Get(ctx, Collection, taken)
+	if err != nil || string(got) != string(other) {
+		t.Fatalf("the other record changed: %q %v", got, err)
+	}
+	if rt.count() != 0 || rt.destroyed.Load() != 1 {
+		t.Fatalf("%d runtime sandboxes left, %d destroyed; want 0 and 1", rt.count(), rt.destroyed.Load())
 	}
 }
 
