@@ -125,10 +125,12 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	// runtime state without a record: the next Start reaps either.
 	recorded := make(chan error, 1)
 	go func() {
+		t0 := time.Now()
 		err := s.cfg.Store.Apply(ctx, store.Op{Collection: Collection, Key: rec.ID, Value: raw, Cond: store.IfAbsent})
 		if err != nil {
 			err = fmt.Errorf("record sandbox %s: %w", rec.ID, err)
 		}
+		ph.recordWrite = time.Since(t0) // read after <-recorded
 		recorded <- err
 	}()
 	ph.mark(&ph.recorded)
@@ -242,6 +244,7 @@ func (s *Service) destroyRuntime(id string) {
 // A nil *createPhases records nothing.
 type createPhases struct {
 	begin, resolved, recorded, created, healthy, initialised, updated time.Time
+	recordWrite                                                       time.Duration // alongside runtime.Create
 }
 
 func (p *createPhases) mark(t *time.Time) {
@@ -255,7 +258,7 @@ func (p *createPhases) log(log *slog.Logger, id string) {
 		return
 	}
 	log.Debug("sandbox create phases", "sandbox", id,
-		"resolve", p.resolved.Sub(p.begin), "record", p.recorded.Sub(p.resolved),
+		"resolve", p.resolved.Sub(p.begin), "record", p.recorded.Sub(p.resolved), "recordWrite", p.recordWrite,
 		"runtime", p.created.Sub(p.recorded), "envd", p.healthy.Sub(p.created),
 		"init", p.initialised.Sub(p.healthy), "update", p.updated.Sub(p.initialised),
 		"total", p.updated.Sub(p.begin))

@@ -25,7 +25,7 @@ function parseLine(line) {
 }
 
 const runtimeKeys = ['overlay', 'network', 'config', 'container']
-const serviceKeys = ['resolve', 'record', 'runtime', 'envd', 'init', 'update', 'total']
+const serviceKeys = ['resolve', 'record', 'recordWrite', 'runtime', 'envd', 'init', 'update', 'total']
 
 /**
  * Create-path phases from serve's debug log, for the sandboxes in ids (all
@@ -45,7 +45,9 @@ export function parsePhases(text, ids) {
   const col = (f) => summarize(all.map(f).filter((v) => !Number.isNaN(v)))
   const phases = [
     ['template resolve', col((p) => p.resolve)],
-    ['record write (creating)', col((p) => p.record)],
+    ...(all.some((p) => p.recordWrite != null)
+      ? [['record write (creating), alongside runtime.Create (not in the total)', col((p) => p.recordWrite)]]
+      : [['record write (creating)', col((p) => p.record)]]),
     ['runtime.Create: overlay mount', col((p) => p.overlay)],
     ['runtime.Create: network attach (netns, veth, addr, route)', col((p) => p.network)],
     ['runtime.Create: /etc files, sysfs, libcontainer config (seccomp)', col((p) => p.config)],
