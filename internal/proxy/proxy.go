@@ -14,12 +14,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -284,7 +287,110 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// under the response being streamed, and the client sees it cut off.
 	// HTTP/2 is full duplex already (the call then fails harmlessly).
 	_ = http.NewResponseController(w).EnableFullDuplex()
+	if port == EnvdPort && p.up.takes(r) {
+		p.forwardEnvd(w, r, t)
+		return
+	}
 	p.rp.ServeHTTP(w, r)
+}
+
+// forwardEnvd forwards an ordinary request to envd through up and copies
+// the response back as it arrives, flushing after every read of a streamed
+// body. It does what the ReverseProxy does for such a request, without the
+// ReverseProxy's flush timer: for a streamed response that flushes the
+// headers from a goroutine of their own, ahead of the first message, one
+// more write and wake-up on both ends per request.
+func (p *Proxy) forwardEnvd(w http.ResponseWriter, r *http.Request, t *target) {
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	out.URL.Scheme = "http"
+	out.URL.Host = t.id + ":" + strconv.Itoa(t.port)
+	out.Host = r.Host
+	out.Close = false // the client's connection, not envd's
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	removeHopByHop(out.Header, r.Header)
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		out.Header.Del(h)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // send none rather than Go's
+	}
+	res, err := p.up.RoundTrip(out)
+	if err != nil {
+		p.rp.ErrorHandler(w, r, err)
+		return
+	}
+	defer res.Body.Close()
+	removeHopByHop(res.Header, res.Header)
+	h := w.Header()
+	for k, vv := range res.Header {
+		h[k] = vv
+	}
+	for k := range res.Trailer {
+		h.Add("Trailer", k)
+	}
+	w.WriteHeader(res.StatusCode)
+	streamed := res.ContentLength < 0
+	rc := http.NewResponseController(w)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // the client went away
+			}
+			if streamed {
+				if err := rc.Flush(); err != nil {
+					return
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if r.Context().Err() == nil {
+				p.log.Debug("proxy: upstream body ended early", "sandbox", t.id, "err", rerr)
+			}
+			// Cut the response off rather than end it cleanly: the client
+			// must not take a truncated body for a whole one.
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, vv := range res.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+}
+
+// copyBuffers holds forwardEnvd's copy buffers.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// hopByHop are the headers of one connection (RFC 9110 §7.6.1).
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// removeHopByHop deletes hop-by-hop headers from h, those named by
+// src's Connection header included; "TE: trailers" of a request is kept, as
+// the ReverseProxy does (gRPC needs it).
+func removeHopByHop(h, src http.Header) {
+	for _, f := range src["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	te := h.Get("Te")
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+	if strings.EqualFold(textproto.TrimString(te), "trailers") {
+		h.Set("Te", "trailers")
+	}
 }
 
 // filesPath is envd's file transfer route, the target of signed links.

@@ -338,3 +338,74 @@ func TestUpstreamSweeper(t *testing.T) {
 		t.Fatal("a connection was kept after closeIdle(true)")
 	}
 }
+
+// Requests to envd go through forwardEnvd: hop-by-hop headers (those the
+// Connection header names too) stay on their side of the proxy, "TE:
+// trailers" and end-to-end headers cross, trailers reach the client, and a
+// body the sandbox cuts short reaches the client as an error, never as a
+// whole response.
+func TestForwardEnvdHeadersTrailersAndTruncation(t *testing.T) {
+	var seen http.Header
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Header.Clone()
+		switch r.URL.Path {
+		case "/cut": // streamed (chunked), then the connection drops
+			w.Write([]byte("only part"))
+			w.(http.Flusher).Flush()
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Checksum")
+			w.Header().Set("Connection", "X-Private")
+			w.Header().Set("X-Private", "hop")
+			w.Header().Set("X-End", "end")
+			w.Write([]byte("body"))
+			w.Header().Set("X-Checksum", "abc")
+		}
+	}))
+	defer upstream.Close()
+	p := New(Config{Sandboxes: oneSandbox{upstream: upstream}})
+	defer p.Close()
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/trailer", strings.NewReader("{}"))
+	req.Header.Set(HeaderSandboxID, "isbx")
+	req.Header.Set(HeaderSandboxPort, fmt.Sprint(EnvdPort))
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "drop me")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("X-Keep", "keep me")
+	req.Header.Set("X-Forwarded-For", "10.9.9.9")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || string(body) != "body" {
+		t.Fatalf("body %q %v", body, err)
+	}
+	if seen.Get("X-Hop") != "" || seen.Get("X-Keep") != "keep me" || seen.Get("Te") != "trailers" || seen.Get("X-Forwarded-For") != "" {
+		t.Fatalf("envd saw headers %v", seen)
+	}
+	if res.Header.Get("X-Private") != "" || res.Header.Get("X-End") != "end" {
+		t.Fatalf("client got headers %v", res.Header)
+	}
+	if got := res.Trailer.Get("X-Checksum"); got != "abc" {
+		t.Fatalf("trailer X-Checksum %q, want abc (trailers %v)", got, res.Trailer)
+	}
+
+	req, _ = http.NewRequest(http.MethodGet, srv.URL+"/cut", nil)
+	req.Header.Set(HeaderSandboxID, "isbx")
+	req.Header.Set(HeaderSandboxPort, fmt.Sprint(EnvdPort))
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err = io.ReadAll(res.Body)
+	res.Body.Close()
+	if err == nil {
+		t.Fatalf("a body the sandbox cut short read as whole: %q", body)
+	}
+}
