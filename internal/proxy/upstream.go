@@ -50,6 +50,13 @@ type upstream struct {
 // sweepEvery is how often idle connections are checked.
 const sweepEvery = 2 * time.Second
 
+// checkAliveAfter: a connection idle for less than this is used without a
+// liveness check (a syscall). envd answered on it just now and closes
+// connections only when its sandbox pauses (CRIU's tcp-close), which takes
+// longer; a request lost to a connection closed all the same fails before
+// any response and is sent again when that is safe (RoundTrip).
+const checkAliveAfter = 50 * time.Millisecond
+
 // inlineBodyMax is the largest request body upstream takes (it is read into
 // memory first, so that a request on a connection the sandbox had closed can
 // be sent again on a new one). Connect RPCs and small files fit.
@@ -249,7 +256,8 @@ func (u *upstream) get(key string) (*upConn, bool) {
 	for list := u.idle[key]; len(list) > 0; list = u.idle[key] {
 		c := list[len(list)-1]
 		u.idle[key] = list[:len(list)-1]
-		if now.Sub(c.idleAt) <= u.idleTimeout && alive(c.conn) {
+		idle := now.Sub(c.idleAt)
+		if idle <= u.idleTimeout && (idle < checkAliveAfter || alive(c.conn)) {
 			uc = c
 			break
 		}

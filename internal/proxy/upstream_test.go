@@ -152,7 +152,8 @@ func TestUpstreamStaleConnections(t *testing.T) {
 	if n := d.dials.Load(); n != 2 {
 		t.Fatalf("%d dials, want 2 (Connection: close is not kept)", n)
 	}
-	// Close the kept connection under upstream's feet: get sees it dead.
+	// Close the kept connection under upstream's feet: get sees it dead
+	// (it checks connections idle for checkAliveAfter or more).
 	u.mu.Lock()
 	for _, list := range u.idle {
 		for _, c := range list {
@@ -160,6 +161,7 @@ func TestUpstreamStaleConnections(t *testing.T) {
 		}
 	}
 	u.mu.Unlock()
+	time.Sleep(checkAliveAfter)
 	if code, body := roundTrip(t, u, http.MethodPost, "x"); code != 200 || body != "ok" {
 		t.Fatalf("POST after a dead idle connection: %d %q", code, body)
 	}
