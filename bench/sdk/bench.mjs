@@ -390,12 +390,20 @@ async function sectionEnvd() {
   const r = await pb.run(['envd', '--api', serve.url, '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(cfg.streamRuns)])
   row('proxy.health', 'proxy', 'GET envd /health through the proxy (Go client)', 'ms', summarize(r.samples.health_proxy), summarize(r.samples.health_direct), 'same, dialled inside the sandbox netns (no proxy)')
   row('proxy.run', 'proxy', 'process.Start `bash -l -c true` through the proxy (Go client)', 'ms', summarize(r.samples.run_true_proxy), summarize(r.samples.run_true_direct), 'same, no proxy')
+  row('proxy.list', 'proxy', 'process.List (unary Connect RPC) through the proxy (Go client)', 'ms', summarize(r.samples.list_proxy), summarize(r.samples.list_direct), 'same, no proxy')
+  row('proxy.exec', 'proxy', 'process.Start `/bin/true` (no shell; streamed start + end events) through the proxy (Go client)', 'ms', summarize(r.samples.exec_true_proxy), summarize(r.samples.exec_true_direct), 'same, no proxy')
+  row('proxy.relay.list', 'proxy', '(floor of any proxy) process.List through a bare TCP relay (Go client)', 'ms', summarize(r.samples.list_relay), summarize(r.samples.list_direct), 'same, no relay')
+  row('proxy.relay.exec', 'proxy', '(floor of any proxy) process.Start `/bin/true` through a bare TCP relay (Go client)', 'ms', summarize(r.samples.exec_true_relay), summarize(r.samples.exec_true_direct), 'same, no relay')
   row('proxy.relay.health', 'proxy', '(floor of any proxy) GET envd /health through a bare TCP relay on the host (Go client)', 'ms', summarize(r.samples.health_relay), summarize(r.samples.health_direct), 'same, no relay')
   row('proxy.relay.run', 'proxy', '(floor of any proxy) process.Start `bash -l -c true` through a bare TCP relay (Go client)', 'ms', summarize(r.samples.run_true_relay), summarize(r.samples.run_true_direct), 'same, no relay')
   row('proxy.stream', 'proxy', `stdout stream ${cfg.streamMiB} MiB through the proxy (Go client)`, 'MiB/s', mibps(r.values.stream_bytes, median(r.samples.stream_proxy)), mibps(r.values.stream_bytes, median(r.samples.stream_direct)), 'same, no proxy')
   extra.proxy = {
     health: median(r.samples.health_proxy) - median(r.samples.health_direct),
     run: median(r.samples.run_true_proxy) - median(r.samples.run_true_direct),
+    list: median(r.samples.list_proxy) - median(r.samples.list_direct),
+    exec: median(r.samples.exec_true_proxy) - median(r.samples.exec_true_direct),
+    relayList: median(r.samples.list_relay) - median(r.samples.list_direct),
+    relayExec: median(r.samples.exec_true_relay) - median(r.samples.exec_true_direct),
     relayHealth: median(r.samples.health_relay) - median(r.samples.health_direct),
     relayRun: median(r.samples.run_true_relay) - median(r.samples.run_true_direct),
   }

@@ -196,6 +196,32 @@ func (p *envdPath) run(ctx context.Context, cmd string) (int64, error) {
 	return n, nil
 }
 
+// exec runs cmd itself (no shell) and waits for its end event.
+func (p *envdPath) exec(ctx context.Context, cmd string) error {
+	stdin := false
+	stream, err := p.proc.Start(ctx, connect.NewRequest(&process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: cmd},
+		Stdin:   &stdin,
+	}))
+	if err != nil {
+		return fmt.Errorf("%s: start %s: %w", p.name, cmd, err)
+	}
+	defer stream.Close()
+	ended := false
+	for stream.Receive() {
+		if e := stream.Msg().GetEvent().GetEnd(); e != nil {
+			ended = e.GetExited() && e.GetExitCode() == 0
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return fmt.Errorf("%s: %s: %w", p.name, cmd, err)
+	}
+	if !ended {
+		return fmt.Errorf("%s: %s: no clean end event", p.name, cmd)
+	}
+	return nil
+}
+
 func runEnvd(args []string) (*result, error) {
 	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
 	api := fs.String("api", "", "paddock serve base URL, e.g. http://127.0.0.1:3000")
@@ -267,6 +293,26 @@ func runEnvd(args []string) (*result, error) {
 			}
 			if i >= 0 {
 				res.add("run_true_"+p.name, time.Since(t0))
+			}
+		}
+	}
+	// The proxy's cost without a shell's variance: a unary RPC, and a
+	// streamed one (process.Start of /bin/true itself: start and end events).
+	for i := -10; i < *n; i++ {
+		for _, p := range paths {
+			t0 := time.Now()
+			if _, err := p.proc.List(ctx, connect.NewRequest(&process.ListRequest{})); err != nil {
+				return nil, fmt.Errorf("%s: process.List: %w", p.name, err)
+			}
+			if i >= 0 {
+				res.add("list_"+p.name, time.Since(t0))
+			}
+			t0 = time.Now()
+			if err := p.exec(ctx, "/bin/true"); err != nil {
+				return nil, err
+			}
+			if i >= 0 {
+				res.add("exec_true_"+p.name, time.Since(t0))
 			}
 		}
 	}

@@ -103,7 +103,9 @@ function targets(rows, extra) {
   const cmd = find(rows, 'commands.true')
   t('commands.run("true") through the proxy p50 ≤ 5 ms', cmd ? fmtMs(cmd.paddock.p50) : '–', cmd ? cmd.paddock.p50 <= 5 : null)
   if (extra.proxy) {
-    t('proxy overhead ≤ 0.5 ms p50 (process.Start `true`, proxy − direct)', `${fmtMs(extra.proxy.run)} (a bare TCP relay: ${fmtMs(extra.proxy.relayRun)})`, extra.proxy.run <= 0.5)
+    t('proxy overhead ≤ 0.5 ms p50 (process.Start `/bin/true`, streamed, proxy − direct)', `${fmtMs(extra.proxy.exec)} (a bare TCP relay: ${fmtMs(extra.proxy.relayExec)})`, extra.proxy.exec <= 0.5)
+    t('proxy overhead ≤ 0.5 ms p50 (process.List, unary, proxy − direct)', `${fmtMs(extra.proxy.list)} (a bare TCP relay: ${fmtMs(extra.proxy.relayList)})`, extra.proxy.list <= 0.5)
+    t('(context) proxy overhead on process.Start `bash -l -c true` (proxy − direct; the shell varies by ±0.5 ms)', `${fmtMs(extra.proxy.run)} (a bare TCP relay: ${fmtMs(extra.proxy.relayRun)})`, extra.proxy.run <= 0.5)
     t('proxy overhead ≤ 0.5 ms p50 (GET /health, proxy − direct)', `${fmtMs(extra.proxy.health)} (a bare TCP relay: ${fmtMs(extra.proxy.relayHealth)})`, extra.proxy.health <= 0.5)
   } else t('proxy overhead ≤ 0.5 ms p50', '–', null)
   for (const k of ['write', 'read']) {
