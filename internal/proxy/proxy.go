@@ -82,8 +82,8 @@ type Proxy struct {
 	cfg Config
 	log *slog.Logger
 	rp  *httputil.ReverseProxy
-	tr  *http.Transport // requests to other ports, and what up does not take
-	up  *upstream       // requests to envd
+	tr  *http.Transport // the ReverseProxy's: other ports, and what up does not take
+	up  *upstream       // forwardEnvd's: ordinary requests to envd
 }
 
 // blockedEnvdPaths are envd's control routes, reachable only from Paddock.
@@ -126,7 +126,7 @@ func New(cfg Config) *Proxy {
 				pr.Out.Host = strings.ReplaceAll(t.route.MaskRequestHost, "${PORT}", strconv.Itoa(t.port))
 			}
 		},
-		Transport:     roundTripper(p.roundTrip),
+		Transport:     p.tr,
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			t := r.Context().Value(targetKey{}).(*target)
@@ -142,23 +142,6 @@ func New(cfg Config) *Proxy {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return p
-}
-
-// roundTripper adapts a function to http.RoundTripper.
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// roundTrip sends a request to envd with up: envd's API is request then
-// response (the SDKs send a whole body before reading), which up relies on
-// to read a small body before writing it. Servers of the sandbox's own
-// ports may answer while the body is still coming (full duplex): they get
-// net/http's Transport.
-func (p *Proxy) roundTrip(r *http.Request) (*http.Response, error) {
-	if t, ok := r.Context().Value(targetKey{}).(*target); ok && t.port == EnvdPort {
-		return p.up.RoundTrip(r)
-	}
-	return p.tr.RoundTrip(r)
 }
 
 // dial connects the shared transport to "<id>:<port>" through the route of
@@ -287,6 +270,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// under the response being streamed, and the client sees it cut off.
 	// HTTP/2 is full duplex already (the call then fails harmlessly).
 	_ = http.NewResponseController(w).EnableFullDuplex()
+	// envd's API is request then response (the SDKs send a whole body
+	// before reading), which forwardEnvd relies on to read a small body
+	// before sending it. Servers on the sandbox's own ports may answer while
+	// the body is still coming: they get the ReverseProxy, full duplex.
 	if port == EnvdPort && p.up.takes(r) {
 		p.forwardEnvd(w, r, t)
 		return
