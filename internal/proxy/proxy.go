@@ -115,7 +115,7 @@ func New(cfg Config) *Proxy {
 		ResponseHeaderTimeout: 0,
 		ForceAttemptHTTP2:     false,
 	}
-	p.up = newUpstream(p.dial, p.tr)
+	p.up = newUpstream(p.dial)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			t := pr.In.Context().Value(targetKey{}).(*target)
@@ -304,7 +304,7 @@ func (p *Proxy) forwardEnvd(w http.ResponseWriter, r *http.Request, t *target) {
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = []string{""} // send none rather than Go's
 	}
-	res, err := p.up.RoundTrip(out)
+	res, err := p.up.send(out)
 	if err != nil {
 		p.rp.ErrorHandler(w, r, err)
 		return

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// upstream is the proxy's HTTP/1.1 client towards sandboxes for ordinary
+// upstream is the proxy's HTTP/1.1 client towards envd for ordinary
 // requests: it writes the request and reads the response on the calling
 // goroutine, over keep-alive connections kept per sandbox and port.
 // net/http's Transport hands every request to two goroutines of its
@@ -24,13 +24,12 @@ import (
 // each hand-off is a thread wake-up, which is what a request through the
 // proxy mostly cost on a small VM (bench: GET envd /health and
 // process.Start through the proxy vs a bare TCP relay). Requests it does
-// not take go to fallback (net/http's Transport): protocol upgrades
-// (WebSockets), Expect: 100-continue, and bodies of unknown length or
-// larger than inlineBodyMax (uploads stream there instead of being held in
-// memory).
+// not take (see takes) stay with the ReverseProxy and net/http's Transport:
+// protocol upgrades (WebSockets), Expect: 100-continue, and bodies of
+// unknown length or larger than inlineBodyMax (uploads stream there instead
+// of being held in memory).
 type upstream struct {
-	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
-	fallback http.RoundTripper
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	maxIdlePerHost int
 	idleTimeout    time.Duration
@@ -54,7 +53,7 @@ const sweepEvery = 2 * time.Second
 // liveness check (a syscall). envd answered on it just now and closes
 // connections only when its sandbox pauses (CRIU's tcp-close), which takes
 // longer; a request lost to a connection closed all the same fails before
-// any response and is sent again when that is safe (RoundTrip).
+// any response and is sent again when that is safe (send).
 const checkAliveAfter = 50 * time.Millisecond
 
 // inlineBodyMax is the largest request body upstream takes (it is read into
@@ -89,9 +88,9 @@ type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
-func newUpstream(dial func(ctx context.Context, network, addr string) (net.Conn, error), fallback http.RoundTripper) *upstream {
+func newUpstream(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *upstream {
 	return &upstream{
-		dial: dial, fallback: fallback,
+		dial:           dial,
 		maxIdlePerHost: 32, idleTimeout: 90 * time.Second,
 		idle:      map[string][]*upConn{},
 		stopSweep: make(chan struct{}),
@@ -99,7 +98,7 @@ func newUpstream(dial func(ctx context.Context, network, addr string) (net.Conn,
 	}
 }
 
-// takes reports whether RoundTrip handles req itself (rather than fallback).
+// takes reports whether send can carry req.
 func (u *upstream) takes(req *http.Request) bool {
 	if req.URL.Scheme != "http" || req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
 		return false
@@ -110,12 +109,13 @@ func (u *upstream) takes(req *http.Request) bool {
 	return req.ContentLength > 0 && req.ContentLength <= inlineBodyMax
 }
 
-// RoundTrip sends req on an idle connection to its host (or a new one) and
-// returns the response; its body reads from the connection, which goes back
-// to the idle set once the body is read to its end.
-func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+// send sends req, which takes must accept, on an idle connection to its
+// host (or a new one) and returns the response; its body reads from the
+// connection, which goes back to the idle set once the body is read to its
+// end.
+func (u *upstream) send(req *http.Request) (*http.Response, error) {
 	if !u.takes(req) {
-		return u.fallback.RoundTrip(req)
+		return nil, fmt.Errorf("proxy upstream: %s %s is not a request it carries", req.Method, req.URL.Path)
 	}
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
@@ -248,33 +248,37 @@ func (u *upstream) release(uc *upConn, stop func() bool, reusable bool) {
 	u.put(uc)
 }
 
-// get pops the most recently used live idle connection to key.
+// get pops the most recently used live idle connection to key (the
+// liveness syscall runs outside the lock every request takes).
 func (u *upstream) get(key string) (*upConn, bool) {
 	now := time.Now()
-	u.mu.Lock()
-	var uc *upConn
-	for list := u.idle[key]; len(list) > 0; list = u.idle[key] {
+	for {
+		u.mu.Lock()
+		list := u.idle[key]
+		if len(list) == 0 {
+			u.mu.Unlock()
+			return nil, false
+		}
 		c := list[len(list)-1]
-		u.idle[key] = list[:len(list)-1]
+		if len(list) == 1 {
+			delete(u.idle, key)
+		} else {
+			u.idle[key] = list[:len(list)-1]
+		}
+		u.mu.Unlock()
 		idle := now.Sub(c.idleAt)
 		if idle <= u.idleTimeout && (idle < checkAliveAfter || alive(c.conn)) {
-			uc = c
-			break
+			return c, true
 		}
 		c.conn.Close()
 	}
-	if len(u.idle[key]) == 0 {
-		delete(u.idle, key)
-	}
-	u.mu.Unlock()
-	return uc, uc != nil
 }
 
 // put keeps uc for the next request to its host.
 func (u *upstream) put(uc *upConn) {
-	uc.idleAt = time.Now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	uc.idleAt = time.Now()
 	if !u.sweeping && !u.closed {
 		u.sweeping = true
 		go u.sweepLoop()
@@ -301,14 +305,34 @@ func (u *upstream) sweepLoop() {
 	}
 }
 
-// sweep closes idle connections that timed out or are no longer open.
+// sweep closes idle connections that timed out or are no longer open. The
+// liveness syscalls (one per idle connection) run outside the lock; a
+// connection taken meanwhile is the taker's.
 func (u *upstream) sweep(now time.Time) {
+	u.mu.Lock()
+	since := map[*upConn]time.Time{} // idle since, as of now
+	for _, list := range u.idle {
+		for _, c := range list {
+			since[c] = c.idleAt
+		}
+	}
+	u.mu.Unlock()
+	dead := map[*upConn]time.Time{}
+	for c, at := range since {
+		if now.Sub(at) > u.idleTimeout || !alive(c.conn) {
+			dead[c] = at
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for key, list := range u.idle {
 		kept := list[:0]
 		for _, c := range list {
-			if now.Sub(c.idleAt) > u.idleTimeout || !alive(c.conn) {
+			// Still idle since the check (not used and put back meanwhile).
+			if at, ok := dead[c]; ok && c.idleAt.Equal(at) {
 				c.conn.Close()
 				continue
 			}

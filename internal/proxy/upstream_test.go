@@ -28,26 +28,17 @@ func (d *countingDialer) dial(ctx context.Context, _, _ string) (net.Conn, error
 	return nd.DialContext(ctx, "tcp", d.addr)
 }
 
-// failTransport fails every request: upstream must not hand it any.
-type failTransport struct{ used atomic.Int32 }
-
-func (f *failTransport) RoundTrip(*http.Request) (*http.Response, error) {
-	f.used.Add(1)
-	return nil, errors.New("fallback used")
-}
-
-func newTestUpstream(t *testing.T, h http.Handler) (*upstream, *countingDialer, *failTransport) {
+func newTestUpstream(t *testing.T, h http.Handler) (*upstream, *countingDialer) {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	d := &countingDialer{addr: srv.Listener.Addr().String()}
-	fb := &failTransport{}
-	u := newUpstream(d.dial, fb)
+	u := newUpstream(d.dial)
 	t.Cleanup(func() { u.closeIdle(true) })
-	return u, d, fb
+	return u, d
 }
 
-func roundTrip(t *testing.T, u http.RoundTripper, method, body string) (int, string) {
+func roundTrip(t *testing.T, u *upstream, method, body string) (int, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -57,7 +48,10 @@ func roundTrip(t *testing.T, u http.RoundTripper, method, body string) (int, str
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := u.RoundTrip(req)
+	if !u.takes(req) {
+		t.Fatalf("%s: an ordinary request not taken", method)
+	}
+	res, err := u.send(req)
 	if err != nil {
 		t.Fatalf("%s: %v", method, err)
 	}
@@ -72,7 +66,7 @@ func roundTrip(t *testing.T, u http.RoundTripper, method, body string) (int, str
 // Sequential requests of every shape share one connection, and bodies
 // arrive whole.
 func TestUpstreamKeepsConnectionsAlive(t *testing.T) {
-	u, d, fb := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u, d := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		switch {
 		case r.Method == http.MethodHead:
@@ -103,15 +97,13 @@ func TestUpstreamKeepsConnectionsAlive(t *testing.T) {
 	if n := d.dials.Load(); n != 1 {
 		t.Fatalf("%d connections for 12 sequential requests, want 1", n)
 	}
-	if fb.used.Load() != 0 {
-		t.Fatal("fallback used for ordinary requests")
-	}
 }
 
-// Upgrades, Expect: 100-continue and large or unsized bodies go to the
-// fallback transport.
-func TestUpstreamFallback(t *testing.T) {
-	u, d, fb := newTestUpstream(t, http.NotFoundHandler())
+// Upgrades, Expect: 100-continue and large or unsized bodies are not
+// upstream's: send refuses them without dialling (the proxy gives them to
+// the ReverseProxy: TestEnvdRequestsUpstreamDoesNotTake).
+func TestUpstreamTakes(t *testing.T) {
+	u, d := newTestUpstream(t, http.NotFoundHandler())
 	reqs := []*http.Request{}
 	r, _ := http.NewRequest(http.MethodGet, "http://isbx:49983/ws", nil)
 	r.Header.Set("Upgrade", "websocket")
@@ -125,12 +117,39 @@ func TestUpstreamFallback(t *testing.T) {
 	r.Header.Set("Expect", "100-continue")
 	reqs = append(reqs, r)
 	for _, r := range reqs {
-		if _, err := u.RoundTrip(r); err == nil || !strings.Contains(err.Error(), "fallback used") {
-			t.Fatalf("%s %s: err %v, want the fallback's", r.Method, r.URL, err)
+		if u.takes(r) {
+			t.Fatalf("%s %s %v: taken", r.Method, r.URL, r.Header)
+		}
+		if _, err := u.send(r); err == nil || !strings.Contains(err.Error(), "not a request it carries") {
+			t.Fatalf("%s %s: err %v, want a refusal", r.Method, r.URL, err)
 		}
 	}
-	if fb.used.Load() != int32(len(reqs)) || d.dials.Load() != 0 {
-		t.Fatalf("fallback used %d times, %d dials; want %d and 0", fb.used.Load(), d.dials.Load(), len(reqs))
+	if n := d.dials.Load(); n != 0 {
+		t.Fatalf("%d dials for requests upstream does not take, want 0", n)
+	}
+}
+
+// Requests to envd that upstream does not take still reach envd, through
+// the ReverseProxy: a body larger than inlineBodyMax and one of unknown
+// length (streamed, chunked).
+func TestEnvdRequestsUpstreamDoesNotTake(t *testing.T) {
+	srv, _ := setup(t)
+	big := strings.Repeat("x", inlineBodyMax+1)
+	res, body := do(t, srv, http.MethodPost, "49983-isba.paddock.test", "/big", nil, big)
+	if want := fmt.Sprintf("a-envd POST /big %d", len(big)); res.StatusCode != 200 || body != want {
+		t.Fatalf("large body: %d %q, want %q", res.StatusCode, body, want)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/unsized", io.NopCloser(strings.NewReader("unsized")))
+	req.Host = "49983-isba.paddock.test"
+	req.ContentLength = -1
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := "a-envd POST /unsized 7"; res.StatusCode != 200 || string(b) != want {
+		t.Fatalf("unsized body: %d %q, want %q", res.StatusCode, b, want)
 	}
 }
 
@@ -139,7 +158,7 @@ func TestUpstreamFallback(t *testing.T) {
 // that is safe.
 func TestUpstreamStaleConnections(t *testing.T) {
 	var closeNext atomic.Bool
-	u, d, _ := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u, d := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if closeNext.Swap(false) {
 			w.Header().Set("Connection", "close")
 		}
@@ -204,7 +223,7 @@ func TestUpstreamRetriesOnlyReplayableAfterReset(t *testing.T) {
 		}
 	}()
 	d := &countingDialer{addr: l.Addr().String()}
-	u := newUpstream(d.dial, &failTransport{})
+	u := newUpstream(d.dial)
 	defer u.closeIdle(true)
 	// alive() cannot see the close (it happens after the request is sent),
 	// so the retry is what saves the GET.
@@ -216,7 +235,7 @@ func TestUpstreamRetriesOnlyReplayableAfterReset(t *testing.T) {
 		t.Fatalf("%d dials, want 2", n)
 	}
 	req, _ := http.NewRequest(http.MethodPost, "http://isbx:49983/x", strings.NewReader("x"))
-	_, err = u.RoundTrip(req) // the second request on the new connection
+	_, err = u.send(req) // the second request on the new connection
 	var nr *noResponse
 	if !errors.As(err, &nr) {
 		t.Fatalf("POST on a connection closed before the answer: err %v, want noResponse (not retried)", err)
@@ -229,7 +248,7 @@ func TestUpstreamRetriesOnlyReplayableAfterReset(t *testing.T) {
 func TestUpstreamAbandonedStreams(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
-	u, d, _ := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u, d := newTestUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush()
 		for {
@@ -250,7 +269,7 @@ func TestUpstreamAbandonedStreams(t *testing.T) {
 		}
 	}))
 	req, _ := http.NewRequest(http.MethodGet, "http://isbx:49983/endless", nil)
-	res, err := u.RoundTrip(req)
+	res, err := u.send(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +286,7 @@ func TestUpstreamAbandonedStreams(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://isbx:49983/quiet", nil)
-	res, err = u.RoundTrip(req)
+	res, err = u.send(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +328,7 @@ func TestUpstreamSweeper(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	d := &countingDialer{addr: srv.Listener.Addr().String()}
-	u := newUpstream(d.dial, &failTransport{})
+	u := newUpstream(d.dial)
 	roundTrip(t, u, http.MethodGet, "")
 	(<-idleConns).Close()
 	deadline := time.Now().Add(3 * sweepEvery)
