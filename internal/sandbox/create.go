@@ -133,7 +133,6 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 		ph.recordWrite = time.Since(t0) // read after <-recorded
 		recorded <- err
 	}()
-	ph.mark(&ph.recorded)
 
 	started, err := s.start(ctx, &rec, tpl, &ph, nil)
 	if recErr := <-recorded; recErr != nil {
@@ -243,8 +242,8 @@ func (s *Service) destroyRuntime(id string) {
 // "sandbox create phases" (bench/ reads it for the create-path breakdown).
 // A nil *createPhases records nothing.
 type createPhases struct {
-	begin, resolved, recorded, created, healthy, initialised, updated time.Time
-	recordWrite                                                       time.Duration // alongside runtime.Create
+	begin, resolved, created, healthy, initialised, updated time.Time
+	recordWrite                                             time.Duration // alongside runtime.Create
 }
 
 func (p *createPhases) mark(t *time.Time) {
@@ -258,8 +257,8 @@ func (p *createPhases) log(log *slog.Logger, id string) {
 		return
 	}
 	log.Debug("sandbox create phases", "sandbox", id,
-		"resolve", p.resolved.Sub(p.begin), "record", p.recorded.Sub(p.resolved), "recordWrite", p.recordWrite,
-		"runtime", p.created.Sub(p.recorded), "envd", p.healthy.Sub(p.created),
+		"resolve", p.resolved.Sub(p.begin), "recordWrite", p.recordWrite,
+		"runtime", p.created.Sub(p.resolved), "envd", p.healthy.Sub(p.created),
 		"init", p.initialised.Sub(p.healthy), "update", p.updated.Sub(p.initialised),
 		"total", p.updated.Sub(p.begin))
 }

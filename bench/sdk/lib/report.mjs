@@ -25,7 +25,7 @@ function parseLine(line) {
 }
 
 const runtimeKeys = ['overlay', 'network', 'config', 'container']
-const serviceKeys = ['resolve', 'record', 'recordWrite', 'runtime', 'envd', 'init', 'update', 'total']
+const serviceKeys = ['resolve', 'recordWrite', 'runtime', 'envd', 'init', 'update', 'total']
 
 /**
  * Create-path phases from serve's debug log, for the sandboxes in ids (all
@@ -45,9 +45,7 @@ export function parsePhases(text, ids) {
   const col = (f) => summarize(all.map(f).filter((v) => !Number.isNaN(v)))
   const phases = [
     ['template resolve', col((p) => p.resolve)],
-    ...(all.some((p) => p.recordWrite != null)
-      ? [['record write (creating), alongside runtime.Create (not in the total)', col((p) => p.recordWrite)]]
-      : [['record write (creating)', col((p) => p.record)]]),
+    ['record write (creating), alongside runtime.Create (not in the total)', col((p) => p.recordWrite)],
     ['runtime.Create: overlay mount', col((p) => p.overlay)],
     ['runtime.Create: network attach (netns, veth, addr, route)', col((p) => p.network)],
     ['runtime.Create: /etc files, sysfs, libcontainer config (seccomp)', col((p) => p.config)],
@@ -201,6 +199,7 @@ export function writeReport({ file, facts, cfg, rows, extra, command, failed }) 
   L.push('- **host fork+exec**: `os/exec` of `/bin/true`, `bash -c true`, and a `head -c` pipe read, on the host.')
   L.push('- **Go file server**: `pbench fileserver` on loopback storing into the data dir\'s filesystem; the same multipart upload / GET done with Node\'s fetch, as the SDK does.')
   L.push('- **envd direct**: a Go Connect client dialling envd inside the sandbox\'s netns (what the proxy dials) vs the same client through `paddock serve` with E2b-Sandbox-Id/Port headers.')
+  L.push('- **bare TCP relay**: the same client through a loopback listener in pbench that copies bytes both ways (io.Copy, spliced by the kernel) to the same netns dial: what any proxy process costs at least.')
   L.push('- **static Go server**: the control-plane load generator against a loopback Go server returning the same response bytes (the HTTP floor of the load generator on this machine).')
   L.push('- **idle floor** (`pbench idle`): libcontainer containers running `sleep infinity` with the same config; memory and kill+cleanup time per container.')
   L.push('')
