@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -162,15 +163,25 @@ func (p *envdPath) health(ctx context.Context) error {
 // run runs `bash -l -c cmd` as the SDK's commands.run does and returns the
 // bytes of stdout it streamed.
 func (p *envdPath) run(ctx context.Context, cmd string) (int64, error) {
+	return p.start(ctx, &process.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-l", "-c", cmd}})
+}
+
+// exec runs cmd itself (no shell) and waits for its end event.
+func (p *envdPath) exec(ctx context.Context, cmd string) error {
+	_, err := p.start(ctx, &process.ProcessConfig{Cmd: cmd})
+	return err
+}
+
+// start starts a process, reads its stream to the end and returns the bytes
+// of stdout; the process must exit 0.
+func (p *envdPath) start(ctx context.Context, proc *process.ProcessConfig) (int64, error) {
+	name := strings.Join(append([]string{proc.Cmd}, proc.Args...), " ")
 	stdin := false
-	req := connect.NewRequest(&process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-l", "-c", cmd}},
-		Stdin:   &stdin,
-	})
+	req := connect.NewRequest(&process.StartRequest{Process: proc, Stdin: &stdin})
 	req.Header().Set("Keepalive-Ping-Interval", "50")
 	stream, err := p.proc.Start(ctx, req)
 	if err != nil {
-		return 0, fmt.Errorf("%s: start %q: %w", p.name, cmd, err)
+		return 0, fmt.Errorf("%s: start %q: %w", p.name, name, err)
 	}
 	defer stream.Close()
 	var n int64
@@ -183,43 +194,17 @@ func (p *envdPath) run(ctx context.Context, cmd string) (int64, error) {
 		if e := ev.GetEnd(); e != nil {
 			ended = true
 			if !e.GetExited() || e.GetExitCode() != 0 {
-				return n, fmt.Errorf("%s: %q ended: exit %d %s", p.name, cmd, e.GetExitCode(), e.GetError())
+				return n, fmt.Errorf("%s: %q ended: exit %d %s", p.name, name, e.GetExitCode(), e.GetError())
 			}
 		}
 	}
 	if err := stream.Err(); err != nil {
-		return n, fmt.Errorf("%s: %q: %w", p.name, cmd, err)
+		return n, fmt.Errorf("%s: %q: %w", p.name, name, err)
 	}
 	if !ended {
-		return n, fmt.Errorf("%s: %q: stream ended without an end event", p.name, cmd)
+		return n, fmt.Errorf("%s: %q: stream ended without an end event", p.name, name)
 	}
 	return n, nil
-}
-
-// exec runs cmd itself (no shell) and waits for its end event.
-func (p *envdPath) exec(ctx context.Context, cmd string) error {
-	stdin := false
-	stream, err := p.proc.Start(ctx, connect.NewRequest(&process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: cmd},
-		Stdin:   &stdin,
-	}))
-	if err != nil {
-		return fmt.Errorf("%s: start %s: %w", p.name, cmd, err)
-	}
-	defer stream.Close()
-	ended := false
-	for stream.Receive() {
-		if e := stream.Msg().GetEvent().GetEnd(); e != nil {
-			ended = e.GetExited() && e.GetExitCode() == 0
-		}
-	}
-	if err := stream.Err(); err != nil {
-		return fmt.Errorf("%s: %s: %w", p.name, cmd, err)
-	}
-	if !ended {
-		return fmt.Errorf("%s: %s: no clean end event", p.name, cmd)
-	}
-	return nil
 }
 
 func runEnvd(args []string) (*result, error) {
