@@ -98,9 +98,10 @@ func newUpstream(dial func(ctx context.Context, network, addr string) (net.Conn,
 	}
 }
 
-// takes reports whether send can carry req.
+// takes reports whether send can carry req (a request as the server got
+// it: its URL has no scheme or host yet).
 func (u *upstream) takes(req *http.Request) bool {
-	if req.URL.Scheme != "http" || req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
+	if req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
 		return false
 	}
 	if req.Body == nil || req.Body == http.NoBody {
@@ -114,8 +115,8 @@ func (u *upstream) takes(req *http.Request) bool {
 // connection, which goes back to the idle set once the body is read to its
 // end.
 func (u *upstream) send(req *http.Request) (*http.Response, error) {
-	if !u.takes(req) {
-		return nil, fmt.Errorf("proxy upstream: %s %s is not a request it carries", req.Method, req.URL.Path)
+	if !u.takes(req) || req.URL.Scheme != "http" {
+		return nil, fmt.Errorf("proxy upstream: %s %s is not a request it carries", req.Method, req.URL)
 	}
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {

@@ -416,6 +416,13 @@ func TestForwardEnvdHeadersTrailersAndTruncation(t *testing.T) {
 	if got := res.Trailer.Get("X-Checksum"); got != "abc" {
 		t.Fatalf("trailer X-Checksum %q, want abc (trailers %v)", got, res.Trailer)
 	}
+	// It went through upstream, which keeps the connection for the next one.
+	p.up.mu.Lock()
+	kept := len(p.up.idle)
+	p.up.mu.Unlock()
+	if kept != 1 {
+		t.Fatalf("upstream keeps connections to %d hosts after a request to envd, want 1 (not forwarded by upstream?)", kept)
+	}
 
 	req, _ = http.NewRequest(http.MethodGet, srv.URL+"/cut", nil)
 	req.Header.Set(HeaderSandboxID, "isbx")
