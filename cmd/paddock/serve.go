@@ -240,6 +240,11 @@ func runServe(args []string) error {
 		ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 640 * time.Second, MaxHeaderBytes: 1 << 20,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// The proxy's front end serves requests to envd on their connection's
+	// goroutine and hands every other connection to srv.
+	front := px.Front(l, proxy.FrontConfig{IdleTimeout: srv.IdleTimeout, ReadHeaderTimeout: srv.ReadHeaderTimeout})
+	defer front.Close()
+	srv.ConnContext = front.ConnContext
 	adminL, err := listenAdmin(filepath.Join(dataDir, adminSocket))
 	if err != nil {
 		return err
@@ -249,7 +254,7 @@ func runServe(args []string) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 5)
 	wg.Add(2)
-	go func() { defer wg.Done(); errc <- ignoreClosed(srv.Serve(l)) }()
+	go func() { defer wg.Done(); errc <- ignoreClosed(srv.Serve(front)) }()
 	go func() { defer wg.Done(); errc <- ignoreClosed(admin.Serve(adminL)) }()
 	var prof *http.Server
 	if f.pprof != "" {
@@ -284,6 +289,9 @@ func runServe(args []string) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdown)
+	_ = front.Shutdown(shutdown)
+	frontStats := front.Stats()
+	log.Info("proxy front end", "servedRequests", frontStats.Served, "connectionsHandedToNetHTTP", frontStats.HandedOver, "connectionsTakenBack", frontStats.TakenBack)
 	_ = admin.Shutdown(shutdown)
 	ing.shutdown(shutdown)
 	if prof != nil {

@@ -134,10 +134,8 @@ func New(cfg Config) *Proxy {
 				return // the client went away
 			}
 			p.log.Debug("proxy upstream error", "sandbox", t.id, "port", t.port, "err", err)
-			writeError(w, r, http.StatusBadGateway, map[string]any{
-				"sandboxId": t.id, "port": t.port, "code": http.StatusBadGateway,
-				"message": "The sandbox is running but port is not open",
-			})
+			no := portClosed(t)
+			writeError(w, r, no.status, no.body)
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -208,8 +206,15 @@ func isLowerAlnum(s string) bool {
 	return true
 }
 
-// ServeHTTP forwards a data-plane request to its sandbox.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// refusal is a data-plane request the proxy answers itself, with E2B's
+// error shape.
+type refusal struct {
+	status int
+	body   map[string]any
+}
+
+// resolve finds the sandbox port r is for and checks that r may reach it.
+func (p *Proxy) resolve(r *http.Request) (*target, *refusal) {
 	id, port, ok := p.hostTarget(r.Host)
 	switch {
 	case ok:
@@ -218,8 +223,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var status int
 		var msg string
 		if id, status, msg = p.signedFilesTarget(r); id == "" {
-			writeError(w, r, status, map[string]any{"code": status, "message": msg})
-			return
+			return nil, &refusal{status, map[string]any{"code": status, "message": msg}}
 		}
 		port = EnvdPort
 	default:
@@ -229,38 +233,51 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ps := r.Header.Get(HeaderSandboxPort)
 		n, err := strconv.Atoi(ps)
 		if id == "" || err != nil || n <= 0 || n > 65535 || !isLowerAlnum(id) {
-			writeError(w, r, http.StatusBadRequest, map[string]any{
+			return nil, &refusal{http.StatusBadRequest, map[string]any{
 				"code": http.StatusBadRequest, "message": "invalid sandbox routing: E2b-Sandbox-Id and a numeric E2b-Sandbox-Port are required",
-			})
-			return
+			}}
 		}
 		port = n
 	}
 	if port == EnvdPort && blockedEnvdPaths[r.URL.Path] {
-		writeError(w, r, http.StatusNotFound, map[string]any{"code": http.StatusNotFound, "message": "route not found"})
-		return
+		return nil, &refusal{http.StatusNotFound, map[string]any{"code": http.StatusNotFound, "message": "route not found"}}
 	}
 	route, err := p.cfg.Sandboxes.Route(r.Context(), id)
 	if err != nil {
 		if !errors.Is(err, ErrGone) {
 			p.log.Error("proxy route", "sandbox", id, "err", err)
 		}
-		writeError(w, r, http.StatusBadGateway, map[string]any{
+		return nil, &refusal{http.StatusBadGateway, map[string]any{
 			"sandboxId": id, "code": http.StatusBadGateway, "message": "The sandbox was not found",
-		})
-		return
+		}}
 	}
 	if port != EnvdPort && route.TrafficToken != "" {
 		got := r.Header.Get(HeaderTrafficToken)
 		if subtle.ConstantTimeCompare([]byte(got), []byte(route.TrafficToken)) != 1 {
-			writeError(w, r, http.StatusForbidden, map[string]any{
+			return nil, &refusal{http.StatusForbidden, map[string]any{
 				"sandboxId": id, "port": port, "code": http.StatusForbidden,
 				"message": "Missing or invalid traffic access token (e2b-traffic-access-token)",
-			})
-			return
+			}}
 		}
 	}
-	t := &target{id: id, port: port, route: route}
+	return &target{id: id, port: port, route: route}, nil
+}
+
+// portClosed answers a request whose sandbox port could not be reached.
+func portClosed(t *target) *refusal {
+	return &refusal{http.StatusBadGateway, map[string]any{
+		"sandboxId": t.id, "port": t.port, "code": http.StatusBadGateway,
+		"message": "The sandbox is running but port is not open",
+	}}
+}
+
+// ServeHTTP forwards a data-plane request to its sandbox.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t, no := p.resolve(r)
+	if no != nil {
+		writeError(w, r, no.status, no.body)
+		return
+	}
 	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, t))
 	r.Header.Del(HeaderTrafficToken)
 	// Stream both ways. Without full duplex the HTTP/1 server drains and
@@ -274,7 +291,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// before reading), which forwardEnvd relies on to read a small body
 	// before sending it. Servers on the sandbox's own ports may answer while
 	// the body is still coming: they get the ReverseProxy, full duplex.
-	if port == EnvdPort && p.up.takes(r) {
+	if t.port == EnvdPort && p.up.takes(r) {
+		if f := frontOf(r); f != nil {
+			f.adopt(w, r, t)
+			return
+		}
 		p.forwardEnvd(w, r, t)
 		return
 	}
@@ -288,23 +309,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // headers from a goroutine of their own, ahead of the first message, one
 // more write and wake-up on both ends per request.
 func (p *Proxy) forwardEnvd(w http.ResponseWriter, r *http.Request, t *target) {
-	out := r.Clone(r.Context())
-	out.RequestURI = ""
-	out.URL.Scheme = "http"
-	out.URL.Host = t.id + ":" + strconv.Itoa(t.port)
-	out.Host = r.Host
-	out.Close = false // the client's connection, not envd's
-	if r.ContentLength == 0 {
-		out.Body = nil
-	}
-	removeHopByHop(out.Header, r.Header)
-	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		out.Header.Del(h)
-	}
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header["User-Agent"] = []string{""} // send none rather than Go's
-	}
-	res, err := p.up.send(out)
+	res, err := p.up.send(envdRequest(r, t))
 	if err != nil {
 		p.rp.ErrorHandler(w, r, err)
 		return
@@ -351,6 +356,28 @@ func (p *Proxy) forwardEnvd(w http.ResponseWriter, r *http.Request, t *target) {
 	for k, vv := range res.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
+}
+
+// envdRequest is r as forwarded to envd at t: hop-by-hop and X-Forwarded
+// headers dropped, as the ReverseProxy's Rewrite does.
+func envdRequest(r *http.Request, t *target) *http.Request {
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	out.URL.Scheme = "http"
+	out.URL.Host = t.id + ":" + strconv.Itoa(t.port)
+	out.Host = r.Host
+	out.Close = false // the client's connection, not envd's
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	removeHopByHop(out.Header, r.Header)
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		out.Header.Del(h)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // send none rather than Go's
+	}
+	return out
 }
 
 // copyBuffers holds forwardEnvd's copy buffers.

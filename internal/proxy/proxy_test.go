@@ -113,15 +113,68 @@ func setup(t *testing.T) (*httptest.Server, *fakeSandboxes) {
 		gate:  gate,
 	}
 	p := New(Config{Domain: "paddock.test", Sandboxes: f})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	t.Cleanup(p.Close)
+	srv, _ := serveProxy(t, p, false)
+	return srv, f
+}
+
+// serveProxy serves p as paddock serve does: requests the proxy matches go
+// to it, others to an API (here one that answers 418). With front, through
+// p's Front on the server's listener.
+func serveProxy(t *testing.T, p *Proxy, front bool) (*httptest.Server, *Front) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !p.Match(r) {
 			http.Error(w, "api", http.StatusTeapot)
 			return
 		}
 		p.ServeHTTP(w, r)
 	}))
-	t.Cleanup(srv.Close)
-	return srv, f
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = &protocols
+	var fr *Front
+	if front {
+		fr = p.Front(srv.Listener, FrontConfig{IdleTimeout: time.Minute, ReadHeaderTimeout: 10 * time.Second})
+		srv.Listener = fr
+		srv.Config.ConnContext = fr.ConnContext
+	}
+	srv.Start()
+	t.Cleanup(func() {
+		srv.Close()
+		if fr != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := fr.Shutdown(ctx); err != nil {
+				t.Errorf("front shutdown: %v", err)
+			}
+		}
+	})
+	return srv, fr
+}
+
+// forModes runs test against the proxy served by net/http alone and
+// through its Front (as paddock serve does); through the Front, the
+// requests test makes to envd must have been served by the Front itself
+// when wantServed.
+func forModes(t *testing.T, wantServed bool, test func(t *testing.T, srv *httptest.Server, f *fakeSandboxes)) {
+	for _, front := range []bool{false, true} {
+		name := "net-http"
+		if front {
+			name = "front"
+		}
+		t.Run(name, func(t *testing.T) {
+			_, f := setup(t)
+			p := New(Config{Domain: "paddock.test", Sandboxes: f})
+			t.Cleanup(p.Close)
+			srv, fr := serveProxy(t, p, front)
+			test(t, srv, f)
+			if front && wantServed && fr.served.Load() == 0 {
+				t.Fatalf("the Front served no request (handed %d connections over)", fr.handed.Load())
+			}
+		})
+	}
 }
 
 func do(t *testing.T, srv *httptest.Server, method, host, path string, hdr map[string]string, body string) (*http.Response, string) {
@@ -143,103 +196,107 @@ func do(t *testing.T, srv *httptest.Server, method, host, path string, hdr map[s
 }
 
 func TestRoutesByHostAndHeaders(t *testing.T) {
-	srv, _ := setup(t)
-	_, body := do(t, srv, "POST", "49983-isba.paddock.test", "/process.Process/List", nil, "xyz")
-	if body != "a-envd POST /process.Process/List 3" {
-		t.Fatalf("host routing: %q", body)
-	}
-	_, body = do(t, srv, "GET", "", "/health", map[string]string{HeaderSandboxID: "isbb", HeaderSandboxPort: "49983"}, "")
-	if body != "b-envd GET /health 0" {
-		t.Fatalf("header routing: %q", body)
-	}
-	// Per-sandbox hosts ignore routing headers (no spoofing into another sandbox).
-	_, body = do(t, srv, "GET", "49983-isba.paddock.test", "/x", map[string]string{HeaderSandboxID: "isbb", HeaderSandboxPort: "49983"}, "")
-	if !strings.HasPrefix(body, "a-envd") {
-		t.Fatalf("headers overrode the host: %q", body)
-	}
-	// Not a sandbox request: left to the API.
-	res, _ := do(t, srv, "GET", "api.paddock.test", "/v2/sandboxes", nil, "")
-	if res.StatusCode != http.StatusTeapot {
-		t.Fatalf("API request matched the proxy: %d", res.StatusCode)
-	}
+	forModes(t, true, func(t *testing.T, srv *httptest.Server, f *fakeSandboxes) {
+		_, body := do(t, srv, "POST", "49983-isba.paddock.test", "/process.Process/List", nil, "xyz")
+		if body != "a-envd POST /process.Process/List 3" {
+			t.Fatalf("host routing: %q", body)
+		}
+		_, body = do(t, srv, "GET", "", "/health", map[string]string{HeaderSandboxID: "isbb", HeaderSandboxPort: "49983"}, "")
+		if body != "b-envd GET /health 0" {
+			t.Fatalf("header routing: %q", body)
+		}
+		// Per-sandbox hosts ignore routing headers (no spoofing into another sandbox).
+		_, body = do(t, srv, "GET", "49983-isba.paddock.test", "/x", map[string]string{HeaderSandboxID: "isbb", HeaderSandboxPort: "49983"}, "")
+		if !strings.HasPrefix(body, "a-envd") {
+			t.Fatalf("headers overrode the host: %q", body)
+		}
+		// Not a sandbox request: left to the API.
+		res, _ := do(t, srv, "GET", "api.paddock.test", "/v2/sandboxes", nil, "")
+		if res.StatusCode != http.StatusTeapot {
+			t.Fatalf("API request matched the proxy: %d", res.StatusCode)
+		}
+	})
 }
 
 func TestErrorsAreE2BShaped(t *testing.T) {
-	srv, _ := setup(t)
-	check := func(res *http.Response, body string, status int, msg string) {
-		t.Helper()
-		if res.StatusCode != status {
-			t.Fatalf("status %d, want %d (%s)", res.StatusCode, status, body)
+	forModes(t, false, func(t *testing.T, srv *httptest.Server, f *fakeSandboxes) {
+		check := func(res *http.Response, body string, status int, msg string) {
+			t.Helper()
+			if res.StatusCode != status {
+				t.Fatalf("status %d, want %d (%s)", res.StatusCode, status, body)
+			}
+			var e map[string]any
+			if err := json.Unmarshal([]byte(body), &e); err != nil {
+				t.Fatalf("body not JSON: %q", body)
+			}
+			if int(e["code"].(float64)) != status || !strings.Contains(e["message"].(string), msg) {
+				t.Fatalf("body %v", e)
+			}
 		}
-		var e map[string]any
-		if err := json.Unmarshal([]byte(body), &e); err != nil {
-			t.Fatalf("body not JSON: %q", body)
+		res, body := do(t, srv, "GET", "49983-igone.paddock.test", "/health", nil, "")
+		check(res, body, 502, "sandbox was not found")
+		res, body = do(t, srv, "GET", "9999-isba.paddock.test", "/", nil, "")
+		check(res, body, 502, "port is not open")
+		res, body = do(t, srv, "POST", "", "/init", map[string]string{HeaderSandboxID: "isba", HeaderSandboxPort: "49983"}, "{}")
+		check(res, body, 404, "not found")
+		res, body = do(t, srv, "GET", "", "/health", map[string]string{HeaderSandboxID: "isba", HeaderSandboxPort: "nan"}, "")
+		check(res, body, 400, "E2b-Sandbox-Port")
+		res, body = do(t, srv, "GET", "49983-igone.paddock.test", "/", map[string]string{"Accept": "text/html"}, "")
+		if res.StatusCode != 502 || !strings.Contains(body, "<html>") {
+			t.Fatalf("browser error page: %d %q", res.StatusCode, body)
 		}
-		if int(e["code"].(float64)) != status || !strings.Contains(e["message"].(string), msg) {
-			t.Fatalf("body %v", e)
-		}
-	}
-	res, body := do(t, srv, "GET", "49983-igone.paddock.test", "/health", nil, "")
-	check(res, body, 502, "sandbox was not found")
-	res, body = do(t, srv, "GET", "9999-isba.paddock.test", "/", nil, "")
-	check(res, body, 502, "port is not open")
-	res, body = do(t, srv, "POST", "", "/init", map[string]string{HeaderSandboxID: "isba", HeaderSandboxPort: "49983"}, "{}")
-	check(res, body, 404, "not found")
-	res, body = do(t, srv, "GET", "", "/health", map[string]string{HeaderSandboxID: "isba", HeaderSandboxPort: "nan"}, "")
-	check(res, body, 400, "E2b-Sandbox-Port")
-	res, body = do(t, srv, "GET", "49983-igone.paddock.test", "/", map[string]string{"Accept": "text/html"}, "")
-	if res.StatusCode != 502 || !strings.Contains(body, "<html>") {
-		t.Fatalf("browser error page: %d %q", res.StatusCode, body)
-	}
+	})
 }
 
 func TestTrafficTokenAndMask(t *testing.T) {
-	srv, f := setup(t)
-	f.ports["isbb"][8000] = f.ports["isba"][8000]
-	res, _ := do(t, srv, "GET", "8000-isbb.paddock.test", "/", nil, "")
-	if res.StatusCode != http.StatusForbidden {
-		t.Fatalf("missing traffic token: %d", res.StatusCode)
-	}
-	res, _ = do(t, srv, "GET", "8000-isbb.paddock.test", "/", map[string]string{HeaderTrafficToken: "wrong"}, "")
-	if res.StatusCode != http.StatusForbidden {
-		t.Fatalf("wrong traffic token: %d", res.StatusCode)
-	}
-	res, _ = do(t, srv, "GET", "8000-isbb.paddock.test", "/", map[string]string{HeaderTrafficToken: "secret-token"}, "")
-	if res.StatusCode != 200 || res.Header.Get("X-Seen-Token") != "" {
-		t.Fatalf("token: %d, forwarded token %q", res.StatusCode, res.Header.Get("X-Seen-Token"))
-	}
-	// envd's port needs no traffic token (envd has its own).
-	res, _ = do(t, srv, "GET", "49983-isbb.paddock.test", "/", nil, "")
-	if res.StatusCode != 200 {
-		t.Fatalf("envd port refused without traffic token: %d", res.StatusCode)
-	}
-	res, _ = do(t, srv, "GET", "8000-isba.paddock.test", "/", nil, "")
-	if res.Header.Get("X-Seen-Host") != "masked-8000.example" {
-		t.Fatalf("mask: %q", res.Header.Get("X-Seen-Host"))
-	}
+	forModes(t, true, func(t *testing.T, srv *httptest.Server, f *fakeSandboxes) {
+		f.ports["isbb"][8000] = f.ports["isba"][8000]
+		res, _ := do(t, srv, "GET", "8000-isbb.paddock.test", "/", nil, "")
+		if res.StatusCode != http.StatusForbidden {
+			t.Fatalf("missing traffic token: %d", res.StatusCode)
+		}
+		res, _ = do(t, srv, "GET", "8000-isbb.paddock.test", "/", map[string]string{HeaderTrafficToken: "wrong"}, "")
+		if res.StatusCode != http.StatusForbidden {
+			t.Fatalf("wrong traffic token: %d", res.StatusCode)
+		}
+		res, _ = do(t, srv, "GET", "8000-isbb.paddock.test", "/", map[string]string{HeaderTrafficToken: "secret-token"}, "")
+		if res.StatusCode != 200 || res.Header.Get("X-Seen-Token") != "" {
+			t.Fatalf("token: %d, forwarded token %q", res.StatusCode, res.Header.Get("X-Seen-Token"))
+		}
+		// envd's port needs no traffic token (envd has its own).
+		res, _ = do(t, srv, "GET", "49983-isbb.paddock.test", "/", nil, "")
+		if res.StatusCode != 200 {
+			t.Fatalf("envd port refused without traffic token: %d", res.StatusCode)
+		}
+		res, _ = do(t, srv, "GET", "8000-isba.paddock.test", "/", nil, "")
+		if res.Header.Get("X-Seen-Host") != "masked-8000.example" {
+			t.Fatalf("mask: %q", res.Header.Get("X-Seen-Host"))
+		}
+	})
 }
 
 func TestStreamsAreNotBuffered(t *testing.T) {
-	srv, f := setup(t)
-	req, _ := http.NewRequest("GET", srv.URL+"/stream", nil)
-	req.Host = "49983-isba.paddock.test"
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	r := bufio.NewReader(res.Body)
-	// The upstream holds the rest until the first chunk has arrived here, so
-	// a proxy buffering the response would block forever.
-	line, err := r.ReadString('\n')
-	if err != nil || line != "chunk0\n" {
-		t.Fatalf("first chunk: %q %v", line, err)
-	}
-	close(f.gate)
-	rest, _ := io.ReadAll(r)
-	if string(rest) != "chunk1\nchunk2\n" {
-		t.Fatalf("rest: %q", rest)
-	}
+	forModes(t, true, func(t *testing.T, srv *httptest.Server, f *fakeSandboxes) {
+		req, _ := http.NewRequest("GET", srv.URL+"/stream", nil)
+		req.Host = "49983-isba.paddock.test"
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		r := bufio.NewReader(res.Body)
+		// The upstream holds the rest until the first chunk has arrived here, so
+		// a proxy buffering the response would block forever.
+		line, err := r.ReadString('\n')
+		if err != nil || line != "chunk0\n" {
+			t.Fatalf("first chunk: %q %v", line, err)
+		}
+		close(f.gate)
+		rest, _ := io.ReadAll(r)
+		if string(rest) != "chunk1\nchunk2\n" {
+			t.Fatalf("rest: %q", rest)
+		}
+	})
 }
 
 func TestHostParsing(t *testing.T) {
@@ -281,68 +338,69 @@ func TestFileSignatureMatchesSDK(t *testing.T) {
 // Signed /files links on a shared host (E2B_SANDBOX_URL mode) carry no
 // routing headers: they go to the sandbox whose token verifies them.
 func TestSignedFilesOnSharedHost(t *testing.T) {
-	srv, _ := setup(t)
-	get := func(method, rawQuery string, hdr map[string]string) (*http.Response, string) {
-		t.Helper()
-		return do(t, srv, method, "", "/files?"+rawQuery, hdr, "")
-	}
-	// The SDK's own link for sandbox isbb (token tok-123).
-	res, body := get("GET", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", nil)
-	if res.StatusCode != 200 || !strings.HasPrefix(body, "b-envd GET /files ") {
-		t.Fatalf("signed download: %d %q", res.StatusCode, body)
-	}
-	res, body = get("POST", "path=%2Ftmp%2Fx.bin&signature=v1_fzapeZftWmvlkT8kPQJlWts43%2BFBIu7KGbahcVpmXck", nil)
-	if res.StatusCode != 200 || !strings.HasPrefix(body, "b-envd POST /files ") {
-		t.Fatalf("signed upload: %d %q", res.StatusCode, body)
-	}
-	// Another sandbox's link goes there, expiration included.
-	exp := time.Now().Add(time.Hour).Unix()
-	sig := url.QueryEscape(FileSignature("/x", "read", "", "tok-a", &exp))
-	q := fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp)
-	res, body = get("GET", q, nil)
-	if res.StatusCode != 200 || !strings.HasPrefix(body, "a-envd GET /files ") {
-		t.Fatalf("signed download with expiration: %d %q", res.StatusCode, body)
-	}
-	// HEAD is a read.
-	if res, _ = get("HEAD", q, nil); res.StatusCode != 200 || res.Header.Get("X-Upstream") != "a-envd" {
-		t.Fatalf("HEAD: %d %q", res.StatusCode, res.Header.Get("X-Upstream"))
-	}
-
-	rejected := []struct {
-		name, method, query string
-		status              int
-		msg                 string
-	}{
-		{"read signature used to write", "POST", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
-		{"path changed", "GET", "username=user&path=%2Fetc%2Fshadow&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
-		{"user changed", "GET", "username=root&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
-		{"expiration changed", "GET", fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp+1), 401, "matches no running sandbox"},
-		{"garbage signature", "GET", "path=%2Fx&signature=v1_AAAA", 401, "matches no running sandbox"},
-		{"gone sandbox's token", "GET", "path=%2Fx&signature=" + url.QueryEscape(FileSignature("/x", "read", "", "tok-gone", nil)), 401, "matches no running sandbox"},
-		{"no signature", "GET", "path=%2Fx", 401, "signed URL"},
-		{"bad expiration", "GET", "path=%2Fx&signature=" + sig + "&signature_expiration=soon", 400, "signature_expiration"},
-		{"method", "PUT", "path=%2Fx&signature=" + sig, 405, "not allowed"},
-	}
-	for _, c := range rejected {
-		res, body := get(c.method, c.query, nil)
-		var e map[string]any
-		if res.StatusCode != c.status || json.Unmarshal([]byte(body), &e) != nil || int(e["code"].(float64)) != c.status ||
-			!strings.Contains(e["message"].(string), c.msg) {
-			t.Errorf("%s: %d %q, want %d with %q", c.name, res.StatusCode, body, c.status, c.msg)
+	forModes(t, true, func(t *testing.T, srv *httptest.Server, f *fakeSandboxes) {
+		get := func(method, rawQuery string, hdr map[string]string) (*http.Response, string) {
+			t.Helper()
+			return do(t, srv, method, "", "/files?"+rawQuery, hdr, "")
 		}
-	}
+		// The SDK's own link for sandbox isbb (token tok-123).
+		res, body := get("GET", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", nil)
+		if res.StatusCode != 200 || !strings.HasPrefix(body, "b-envd GET /files ") {
+			t.Fatalf("signed download: %d %q", res.StatusCode, body)
+		}
+		res, body = get("POST", "path=%2Ftmp%2Fx.bin&signature=v1_fzapeZftWmvlkT8kPQJlWts43%2BFBIu7KGbahcVpmXck", nil)
+		if res.StatusCode != 200 || !strings.HasPrefix(body, "b-envd POST /files ") {
+			t.Fatalf("signed upload: %d %q", res.StatusCode, body)
+		}
+		// Another sandbox's link goes there, expiration included.
+		exp := time.Now().Add(time.Hour).Unix()
+		sig := url.QueryEscape(FileSignature("/x", "read", "", "tok-a", &exp))
+		q := fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp)
+		res, body = get("GET", q, nil)
+		if res.StatusCode != 200 || !strings.HasPrefix(body, "a-envd GET /files ") {
+			t.Fatalf("signed download with expiration: %d %q", res.StatusCode, body)
+		}
+		// HEAD is a read.
+		if res, _ = get("HEAD", q, nil); res.StatusCode != 200 || res.Header.Get("X-Upstream") != "a-envd" {
+			t.Fatalf("HEAD: %d %q", res.StatusCode, res.Header.Get("X-Upstream"))
+		}
 
-	// Routing headers win over the signature on a shared host...
-	res, body = get("GET", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg",
-		map[string]string{HeaderSandboxID: "isba", HeaderSandboxPort: "49983"})
-	if !strings.HasPrefix(body, "a-envd GET /files") {
-		t.Fatalf("headers on a shared host: %q", body)
-	}
-	// ...and a per-sandbox host wins over both.
-	res, body = do(t, srv, "GET", "49983-isba.paddock.test", "/files?path=%2Fx&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", nil, "")
-	if res.StatusCode != 200 || !strings.HasPrefix(body, "a-envd GET /files") {
-		t.Fatalf("per-sandbox host: %d %q", res.StatusCode, body)
-	}
+		rejected := []struct {
+			name, method, query string
+			status              int
+			msg                 string
+		}{
+			{"read signature used to write", "POST", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
+			{"path changed", "GET", "username=user&path=%2Fetc%2Fshadow&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
+			{"user changed", "GET", "username=root&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", 401, "matches no running sandbox"},
+			{"expiration changed", "GET", fmt.Sprintf("path=%%2Fx&signature=%s&signature_expiration=%d", sig, exp+1), 401, "matches no running sandbox"},
+			{"garbage signature", "GET", "path=%2Fx&signature=v1_AAAA", 401, "matches no running sandbox"},
+			{"gone sandbox's token", "GET", "path=%2Fx&signature=" + url.QueryEscape(FileSignature("/x", "read", "", "tok-gone", nil)), 401, "matches no running sandbox"},
+			{"no signature", "GET", "path=%2Fx", 401, "signed URL"},
+			{"bad expiration", "GET", "path=%2Fx&signature=" + sig + "&signature_expiration=soon", 400, "signature_expiration"},
+			{"method", "PUT", "path=%2Fx&signature=" + sig, 405, "not allowed"},
+		}
+		for _, c := range rejected {
+			res, body := get(c.method, c.query, nil)
+			var e map[string]any
+			if res.StatusCode != c.status || json.Unmarshal([]byte(body), &e) != nil || int(e["code"].(float64)) != c.status ||
+				!strings.Contains(e["message"].(string), c.msg) {
+				t.Errorf("%s: %d %q, want %d with %q", c.name, res.StatusCode, body, c.status, c.msg)
+			}
+		}
+
+		// Routing headers win over the signature on a shared host...
+		res, body = get("GET", "username=user&path=%2Fhome%2Fuser%2Fa+b.txt&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg",
+			map[string]string{HeaderSandboxID: "isba", HeaderSandboxPort: "49983"})
+		if !strings.HasPrefix(body, "a-envd GET /files") {
+			t.Fatalf("headers on a shared host: %q", body)
+		}
+		// ...and a per-sandbox host wins over both.
+		res, body = do(t, srv, "GET", "49983-isba.paddock.test", "/files?path=%2Fx&signature=v1_958VKGxAthIp4hdibQj6kfpnipti0CE4ph5Px9zF8Hg", nil, "")
+		if res.StatusCode != 200 || !strings.HasPrefix(body, "a-envd GET /files") {
+			t.Fatalf("per-sandbox host: %d %q", res.StatusCode, body)
+		}
+	})
 }
 
 // Through a TLS listener with the local CA's certificate: HTTP/2 by ALPN for

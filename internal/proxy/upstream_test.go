@@ -385,55 +385,61 @@ func TestForwardEnvdHeadersTrailersAndTruncation(t *testing.T) {
 		}
 	}))
 	defer upstream.Close()
-	p := New(Config{Sandboxes: oneSandbox{upstream: upstream}})
-	defer p.Close()
-	srv := httptest.NewServer(p)
-	defer srv.Close()
+	for _, front := range []bool{false, true} {
+		t.Run(fmt.Sprintf("front=%v", front), func(t *testing.T) {
+			p := New(Config{Sandboxes: oneSandbox{upstream: upstream}})
+			defer p.Close()
+			srv, fr := serveProxy(t, p, front)
 
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/trailer", strings.NewReader("{}"))
-	req.Header.Set(HeaderSandboxID, "isbx")
-	req.Header.Set(HeaderSandboxPort, fmt.Sprint(EnvdPort))
-	req.Header.Set("Connection", "X-Hop")
-	req.Header.Set("X-Hop", "drop me")
-	req.Header.Set("Te", "trailers")
-	req.Header.Set("X-Keep", "keep me")
-	req.Header.Set("X-Forwarded-For", "10.9.9.9")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil || string(body) != "body" {
-		t.Fatalf("body %q %v", body, err)
-	}
-	if seen.Get("X-Hop") != "" || seen.Get("X-Keep") != "keep me" || seen.Get("Te") != "trailers" || seen.Get("X-Forwarded-For") != "" {
-		t.Fatalf("envd saw headers %v", seen)
-	}
-	if res.Header.Get("X-Private") != "" || res.Header.Get("X-End") != "end" {
-		t.Fatalf("client got headers %v", res.Header)
-	}
-	if got := res.Trailer.Get("X-Checksum"); got != "abc" {
-		t.Fatalf("trailer X-Checksum %q, want abc (trailers %v)", got, res.Trailer)
-	}
-	// It went through upstream, which keeps the connection for the next one.
-	p.up.mu.Lock()
-	kept := len(p.up.idle)
-	p.up.mu.Unlock()
-	if kept != 1 {
-		t.Fatalf("upstream keeps connections to %d hosts after a request to envd, want 1 (not forwarded by upstream?)", kept)
-	}
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/trailer", strings.NewReader("{}"))
+			req.Header.Set(HeaderSandboxID, "isbx")
+			req.Header.Set(HeaderSandboxPort, fmt.Sprint(EnvdPort))
+			req.Header.Set("Connection", "X-Hop")
+			req.Header.Set("X-Hop", "drop me")
+			req.Header.Set("Te", "trailers")
+			req.Header.Set("X-Keep", "keep me")
+			req.Header.Set("X-Forwarded-For", "10.9.9.9")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err != nil || string(body) != "body" {
+				t.Fatalf("body %q %v", body, err)
+			}
+			if seen.Get("X-Hop") != "" || seen.Get("X-Keep") != "keep me" || seen.Get("Te") != "trailers" || seen.Get("X-Forwarded-For") != "" {
+				t.Fatalf("envd saw headers %v", seen)
+			}
+			if res.Header.Get("X-Private") != "" || res.Header.Get("X-End") != "end" {
+				t.Fatalf("client got headers %v", res.Header)
+			}
+			if got := res.Trailer.Get("X-Checksum"); got != "abc" {
+				t.Fatalf("trailer X-Checksum %q, want abc (trailers %v)", got, res.Trailer)
+			}
+			// It went through upstream, which keeps the connection for the next one.
+			p.up.mu.Lock()
+			kept := len(p.up.idle)
+			p.up.mu.Unlock()
+			if kept != 1 {
+				t.Fatalf("upstream keeps connections to %d hosts after a request to envd, want 1 (not forwarded by upstream?)", kept)
+			}
 
-	req, _ = http.NewRequest(http.MethodGet, srv.URL+"/cut", nil)
-	req.Header.Set(HeaderSandboxID, "isbx")
-	req.Header.Set(HeaderSandboxPort, fmt.Sprint(EnvdPort))
-	res, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err = io.ReadAll(res.Body)
-	res.Body.Close()
-	if err == nil {
-		t.Fatalf("a body the sandbox cut short read as whole: %q", body)
+			req, _ = http.NewRequest(http.MethodGet, srv.URL+"/cut", nil)
+			req.Header.Set(HeaderSandboxID, "isbx")
+			req.Header.Set(HeaderSandboxPort, fmt.Sprint(EnvdPort))
+			res, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err = io.ReadAll(res.Body)
+			res.Body.Close()
+			if err == nil {
+				t.Fatalf("a body the sandbox cut short read as whole: %q", body)
+			}
+			if front && fr.served.Load() != 2 {
+				t.Fatalf("the Front served %d requests, want 2", fr.served.Load())
+			}
+		})
 	}
 }
