@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 
 	"github.com/paddockhq/paddock/internal/sandbox"
@@ -118,7 +119,11 @@ func (s *Server) writeListing(w http.ResponseWriter, r *http.Request, recs []*sa
 	}
 	body = append(body, ']', '\n')
 	lb.body = body
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	// With its length the body goes out as it is, not chunked through the
+	// server's 4 KiB buffer.
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }

@@ -559,32 +559,55 @@ func (f *Front) exchange(fc *frontConn, req *http.Request, body []byte, t *targe
 	}
 	// The head goes out with the first data (one write), then every read of
 	// the body is written as it comes: a stream's messages are not held.
+	// Small pieces are copied into one buffer (one write(2)), large ones
+	// sent from where they are (writev).
 	for {
 		n, rerr := res.Body.Read(buf)
-		bufs := net.Buffers{}
-		if w.Len() > 0 {
-			bufs = append(bufs, w.Bytes())
-		}
+		var bufs net.Buffers
 		if n > 0 {
 			if chunked {
-				bufs = append(bufs, []byte(strconv.FormatInt(int64(n), 16)+"\r\n"), buf[:n], crlf)
+				w.WriteString(strconv.FormatInt(int64(n), 16))
+				w.WriteString("\r\n")
+			}
+			if n <= smallWrite {
+				w.Write(buf[:n])
 			} else {
-				bufs = append(bufs, buf[:n])
+				bufs = net.Buffers{w.Bytes(), buf[:n]}
+			}
+			if chunked {
+				if bufs != nil {
+					bufs = append(bufs, crlf)
+				} else {
+					w.Write(crlf)
+				}
 			}
 		}
 		if rerr == io.EOF && chunked {
+			if bufs != nil {
+				bufs = append(bufs, []byte("0\r\n"))
+			} else {
+				w.WriteString("0\r\n")
+			}
 			var end bytes.Buffer
-			end.WriteString("0\r\n")
 			_ = res.Trailer.Write(&end)
 			end.WriteString("\r\n")
-			bufs = append(bufs, end.Bytes())
-		}
-		if len(bufs) > 0 {
-			if _, err := bufs.WriteTo(c); err != nil {
-				return false // the client went away
+			if bufs != nil {
+				bufs = append(bufs, end.Bytes())
+			} else {
+				w.Write(end.Bytes())
 			}
-			w.Reset()
 		}
+		var err error
+		switch {
+		case bufs != nil:
+			_, err = bufs.WriteTo(c)
+		case w.Len() > 0:
+			_, err = c.Write(w.Bytes())
+		}
+		if err != nil {
+			return false // the client went away
+		}
+		w.Reset()
 		if rerr == io.EOF {
 			return keep
 		}
@@ -600,6 +623,10 @@ func (f *Front) exchange(fc *frontConn, req *http.Request, body []byte, t *targe
 }
 
 var crlf = []byte("\r\n")
+
+// smallWrite: body pieces up to this size are copied behind the head or
+// chunk header and written with it.
+const smallWrite = 4 << 10
 
 func writeStatusLine(w *bytes.Buffer, code int) {
 	w.WriteString("HTTP/1.1 ")

@@ -309,7 +309,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // headers from a goroutine of their own, ahead of the first message, one
 // more write and wake-up on both ends per request.
 func (p *Proxy) forwardEnvd(w http.ResponseWriter, r *http.Request, t *target) {
-	res, err := p.up.send(envdRequest(r, t))
+	res, err := p.up.send(envdRequest(r.Clone(r.Context()), t))
 	if err != nil {
 		p.rp.ErrorHandler(w, r, err)
 		return
@@ -358,19 +358,18 @@ func (p *Proxy) forwardEnvd(w http.ResponseWriter, r *http.Request, t *target) {
 	}
 }
 
-// envdRequest is r as forwarded to envd at t: hop-by-hop and X-Forwarded
-// headers dropped, as the ReverseProxy's Rewrite does.
-func envdRequest(r *http.Request, t *target) *http.Request {
-	out := r.Clone(r.Context())
+// envdRequest makes out, a copy of a request the client sent (with a
+// header map of its own), the request forwarded to envd at t: hop-by-hop
+// and X-Forwarded headers dropped, as the ReverseProxy's Rewrite does.
+func envdRequest(out *http.Request, t *target) *http.Request {
 	out.RequestURI = ""
 	out.URL.Scheme = "http"
 	out.URL.Host = t.id + ":" + strconv.Itoa(t.port)
-	out.Host = r.Host
 	out.Close = false // the client's connection, not envd's
-	if r.ContentLength == 0 {
+	if out.ContentLength == 0 {
 		out.Body = nil
 	}
-	removeHopByHop(out.Header, r.Header)
+	removeHopByHop(out.Header, out.Header)
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		out.Header.Del(h)
 	}

@@ -294,9 +294,11 @@ func (s *Service) takePooled(ctx context.Context, req CreateRequest, tpl Templat
 		}
 		return Record{}, false // none ready of this template and build
 	}
-	p.signal() // refill
 	t0 := s.now()
 	rec, ph, err := s.adoptPooled(ctx, e, req, tpl)
+	// Refill once the take is done: a refill started before it competes
+	// with it for the CPUs and the disk (its record's fdatasyncs).
+	p.signal()
 	if err != nil {
 		s.log.Warn("taking a pooled sandbox failed; destroying it, cold create instead", "sandbox", e.id, "template", tpl.ID, "err", err)
 		p.toTrash(e.id)
