@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
 
 	"github.com/paddockhq/paddock/internal/runtime"
 )
@@ -91,9 +92,36 @@ func (s *statsSource) read() (runtime.Stats, error) {
 	return out, nil
 }
 
+// readCgroupFile reads a small cgroup file with open, read and close alone
+// (os.ReadFile also stats it and tries to register it with the poller):
+// the sampler reads four files of every sandbox every few seconds.
+func readCgroupFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 4096)
+	for {
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		buf = buf[:len(buf)+n]
+		// A kernfs file comes whole in one read that leaves room.
+		if n == 0 || len(buf) < cap(buf) {
+			return buf, nil
+		}
+		buf = append(buf, 0)[:len(buf)] // grow
+	}
+}
+
 // readUint reads a cgroup file holding one number.
 func readUint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	b, err := readCgroupFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -107,7 +135,7 @@ func readUint(path string) (uint64, error) {
 // statField reads the value of key from a flat-keyed cgroup file ("key
 // value" lines, as memory.stat and cpu.stat).
 func statField(path, key string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	b, err := readCgroupFile(path)
 	if err != nil {
 		return 0, err
 	}
