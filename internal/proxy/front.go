@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -250,6 +251,17 @@ func (f *Front) forget(fc *frontConn) {
 func (f *Front) serveConn(fc *frontConn) {
 	defer f.wg.Done()
 	c, br := fc.c, fc.br
+	// A panic serving a request ends its connection, not the server (as
+	// net/http's server does for its handlers).
+	defer func() {
+		if v := recover(); v != nil {
+			f.forget(fc)
+			c.Close()
+			if v != http.ErrAbortHandler {
+				f.p.log.Error("proxy front: panic serving a connection", "panic", v, "stack", string(debug.Stack()))
+			}
+		}
+	}()
 	for {
 		// The deadline first: Close sets one in the past on idle
 		// connections, which this must not overwrite.
@@ -269,6 +281,11 @@ func (f *Front) serveConn(fc *frontConn) {
 			req, t = f.take(head)
 		}
 		if t == nil {
+			if req != nil {
+				f.p.log.Debug("proxy front: connection to net/http", "method", req.Method, "path", req.URL.Path, "host", req.Host)
+			} else {
+				f.p.log.Debug("proxy front: connection to net/http", "head", head != nil)
+			}
 			f.forget(fc)
 			f.handed.Add(1)
 			f.handOver(fc)
@@ -355,6 +372,7 @@ func (f *Front) take(head []byte) (req *http.Request, t *target) {
 	if err != nil {
 		return nil, nil // malformed: net/http answers 400
 	}
+
 	// What net/http's server checks on its own, and what only net/http
 	// serves (upgrades, 100-continue, chunked or large bodies).
 	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect ||

@@ -314,3 +314,31 @@ func TestHeadEnd(t *testing.T) {
 		t.Errorf("hostFields = %d, want 2", n)
 	}
 }
+
+// panicky routes sandbox "ipanic" by panicking; others like oneSandbox.
+type panicky struct{ oneSandbox }
+
+func (p panicky) Route(ctx context.Context, id string) (Route, error) {
+	if id == "ipanic" {
+		panic("route exploded")
+	}
+	return p.oneSandbox.Route(ctx, id)
+}
+
+// A panic while the Front serves a request ends that connection only.
+func TestFrontSurvivesAPanic(t *testing.T) {
+	up, _ := holdUpstream(t)
+	p := New(Config{Sandboxes: panicky{oneSandbox{upstream: up}}})
+	t.Cleanup(p.Close)
+	srv, _ := serveProxy(t, p, true)
+	c := dialRaw(t, srv)
+	c.send(envdGet("/health", "ipanic"))
+	if _, err := c.br.ReadByte(); err == nil {
+		t.Fatal("an answer from a request that panicked")
+	}
+	c = dialRaw(t, srv)
+	c.send(envdGet("/health", "isbx"))
+	if res, body := c.read("GET"); res.StatusCode != 200 || body != "ok" {
+		t.Fatalf("after the panic: %d %q", res.StatusCode, body)
+	}
+}

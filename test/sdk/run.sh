@@ -281,7 +281,24 @@ suite_serve() {
 	run_node_suite_env "sdk 2.51 (serve)" serve-2.51.test.mjs "${serve_envs[@]}" || rc=1
 	run_node_suite_env "sdk 2.50 (serve)" serve-2.50.test.mjs "${serve_envs[@]}" || rc=1
 	serve_cleanup || rc=1
+	front_check || rc=1
 	return "$rc"
+}
+
+# front_check: the SDKs' requests to envd were served by the proxy's front
+# end (not only by net/http), and, the API and envd sharing one origin here,
+# connections went to net/http and came back. serve logs its counts when it
+# stops.
+front_check() {
+	local line served taken
+	line=$(grep -F 'msg="proxy front end"' "$out/serve.log" | tail -n 1)
+	served=$(sed -n 's/.* servedRequests=\([0-9]*\).*/\1/p' <<<"$line")
+	taken=$(sed -n 's/.* connectionsTakenBack=\([0-9]*\).*/\1/p' <<<"$line")
+	if [[ -z $served || -z $taken || $served -eq 0 || $taken -eq 0 ]]; then
+		log "error: the proxy's front end served ${served:-no} requests and took ${taken:-no} connections back (want both > 0): ${line:-no 'proxy front end' line in $out/serve.log}"
+		return 1
+	fi
+	log "proxy front end: $served requests to envd served on their connection's goroutine, $taken connections taken back from net/http"
 }
 
 # The README quick start: the test starts its own server on a fresh data dir.
