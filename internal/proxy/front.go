@@ -12,10 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Front is the proxy's HTTP/1.1 front end on a plain listener. It reads the
@@ -169,12 +166,10 @@ func (f *Front) acceptLoop() {
 	for {
 		c, err := f.l.Accept()
 		if err != nil {
-			select {
-			case <-f.closing:
+			if f.isClosing() {
 				f.acceptErr = net.ErrClosed
 				close(f.acceptDone)
 				return
-			default:
 			}
 			if errors.Is(err, net.ErrClosed) {
 				f.acceptErr = err
@@ -210,14 +205,22 @@ func newFrontConn(c net.Conn, src io.Reader) *frontConn {
 func (f *Front) track(fc *frontConn) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	select {
-	case <-f.closing:
+	if f.isClosing() {
 		return false
-	default:
 	}
 	f.conns[fc] = struct{}{}
 	f.wg.Add(1)
 	return true
+}
+
+// isClosing reports whether Close has been called.
+func (f *Front) isClosing() bool {
+	select {
+	case <-f.closing:
+		return true
+	default:
+		return false
+	}
 }
 
 // setIdle marks fc idle (waiting for a request) or busy; it reports false
@@ -225,10 +228,8 @@ func (f *Front) track(fc *frontConn) bool {
 func (f *Front) setIdle(fc *frontConn, idle bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	select {
-	case <-f.closing:
+	if f.isClosing() {
 		return false
-	default:
 	}
 	fc.idle = idle
 	return true
@@ -711,7 +712,7 @@ func watchClient(c net.Conn, cancel context.CancelFunc) *clientWatch {
 		if w.stopped.Load() {
 			return
 		}
-		if clientGone(c) {
+		if peek(c) == peekClosed { // bytes waiting (a next request sent early) mean it is there
 			cancel()
 			return
 		}
@@ -723,28 +724,6 @@ func watchClient(c net.Conn, cancel context.CancelFunc) *clientWatch {
 func (w *clientWatch) stop() {
 	w.stopped.Store(true)
 	w.t.Stop()
-}
-
-// clientGone reports whether the client closed or reset c: end of stream
-// or an error where a read would wait. Bytes waiting (a next request sent
-// early) mean it is there.
-func clientGone(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return true
-	}
-	gone := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		gone = n == 0 && rerr == nil || rerr != nil && rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK && rerr != unix.EINTR
-		return true // never wait
-	})
-	return err != nil || gone
 }
 
 // handedConn is a connection handed to net/http: reads start with what

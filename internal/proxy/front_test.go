@@ -220,6 +220,22 @@ func holdUpstream(t *testing.T) (*httptest.Server, chan struct{}) {
 	return up, ended
 }
 
+// hold sends req, a request to holdUpstream's /hold, and returns the body
+// of its response once "started" has come.
+func (c *rawConn) hold(req string) *bufio.Reader {
+	c.t.Helper()
+	c.send(req)
+	res, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	rb := bufio.NewReader(res.Body)
+	if line, err := rb.ReadString('\n'); err != nil || line != "started\n" {
+		c.t.Fatalf("stream: %q %v", line, err)
+	}
+	return rb
+}
+
 // A client that goes away in the middle of a silent stream from envd ends
 // the request to envd (the Front checks every clientCheckEvery).
 func TestFrontClientGoneEndsTheUpstreamRequest(t *testing.T) {
@@ -228,15 +244,7 @@ func TestFrontClientGoneEndsTheUpstreamRequest(t *testing.T) {
 	t.Cleanup(p.Close)
 	srv, fr := serveProxy(t, p, true)
 	c := dialRaw(t, srv)
-	c.send("POST /hold HTTP/1.1\r\nHost: 49983-isbx.paddock.test\r\nContent-Length: 2\r\n\r\n{}")
-	res, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(res.Body).ReadString('\n')
-	if err != nil || line != "started\n" {
-		t.Fatalf("stream: %q %v", line, err)
-	}
+	c.hold("POST /hold HTTP/1.1\r\nHost: 49983-isbx.paddock.test\r\nContent-Length: 2\r\n\r\n{}")
 	c.conn.Close()
 	select {
 	case <-ended:
@@ -262,15 +270,7 @@ func TestFrontShutdown(t *testing.T) {
 		t.Fatalf("status %d", res.StatusCode)
 	}
 	busy := dialRaw(t, srv)
-	busy.send("GET /hold HTTP/1.1\r\nHost: 49983-isbx.paddock.test\r\n\r\n")
-	res, err := http.ReadResponse(busy.br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb := bufio.NewReader(res.Body)
-	if line, err := rb.ReadString('\n'); err != nil || line != "started\n" {
-		t.Fatalf("stream: %q %v", line, err)
-	}
+	rb := busy.hold("GET /hold HTTP/1.1\r\nHost: 49983-isbx.paddock.test\r\n\r\n")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()

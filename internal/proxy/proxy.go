@@ -4,7 +4,9 @@
 // envd's control routes unreachable from outside, and streams requests both
 // ways (Connect streams, WebSockets, large bodies) into the sandbox. Signed
 // /files links on a shared host, which name no sandbox, go to the sandbox
-// whose envd access token verifies their signature.
+// whose envd access token verifies their signature. Its Front is the plain
+// listener's HTTP/1.1 front end: it serves requests to envd on their
+// connection's goroutine and hands other connections to net/http.
 package proxy
 
 import (

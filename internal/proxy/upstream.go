@@ -374,22 +374,47 @@ func (u *upstream) closeIdle(final bool) {
 // alive reports whether an idle connection is still open: nothing to read
 // (no early data, no end of stream) without blocking.
 func alive(c net.Conn) bool {
+	st := peek(c)
+	return st == peekNothing || st == peekUnknown // unknown: a failure before any response is retried
+}
+
+// peekState is what a connection has to read, as peek finds it.
+type peekState int
+
+const (
+	peekUnknown peekState = iota // not a socket peek can look at
+	peekNothing                  // open, nothing to read yet
+	peekData                     // bytes waiting
+	peekClosed                   // end of stream, reset, or closed here
+)
+
+// peek looks at what c has to read without reading it or waiting
+// (recv with MSG_PEEK|MSG_DONTWAIT).
+func peek(c net.Conn) peekState {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true // cannot tell; a failure before any response is retried
+		return peekUnknown
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return peekClosed
 	}
-	ok = false
+	st := peekClosed
 	var buf [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		n, _, rerr := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ok = n < 0 && (rerr == unix.EAGAIN || rerr == unix.EWOULDBLOCK)
+		switch {
+		case rerr == unix.EAGAIN || rerr == unix.EWOULDBLOCK || rerr == unix.EINTR:
+			st = peekNothing
+		case rerr == nil && n > 0:
+			st = peekData
+		}
 		return true // never wait
 	})
-	return err == nil && ok
+	if err != nil {
+		return peekClosed
+	}
+	return st
 }
 
 // isClosedByPeer: the error says the other end closed or reset the

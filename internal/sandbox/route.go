@@ -3,10 +3,7 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-
-	"github.com/paddockhq/paddock/internal/store"
 )
 
 // Ingress is what the data plane needs to admit traffic to a sandbox.
@@ -21,13 +18,6 @@ type Ingress struct {
 // auto-resume is resumed first; any sandbox that cannot serve traffic
 // yields an error wrapping ErrNotFound.
 func (s *Service) Ingress(ctx context.Context, id string) (Ingress, error) {
-	raw, err := s.cfg.Store.Get(ctx, Collection, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return Ingress{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	if err != nil {
-		return Ingress{}, fmt.Errorf("load sandbox %s: %w", id, err)
-	}
 	// Every request to a sandbox asks: decode only what it needs.
 	var r struct {
 		State           State  `json:"state"`
@@ -35,8 +25,8 @@ func (s *Service) Ingress(ctx context.Context, id string) (Ingress, error) {
 		MaskRequestHost string `json:"maskRequestHost"`
 		AutoResume      bool   `json:"autoResume"`
 	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return Ingress{}, fmt.Errorf("decode sandbox %s: %w", id, err)
+	if err := s.loadInto(ctx, id, &r); err != nil {
+		return Ingress{}, err
 	}
 	switch r.State {
 	case StateRunning:

@@ -230,18 +230,27 @@ func (s *Service) derive(purpose, id string) string {
 func (s *Service) Domain() string { return s.cfg.Domain }
 
 func (s *Service) load(ctx context.Context, id string) (Record, error) {
-	raw, err := s.cfg.Store.Get(ctx, Collection, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return Record{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	if err != nil {
-		return Record{}, fmt.Errorf("load sandbox %s: %w", id, err)
-	}
 	var r Record
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return Record{}, fmt.Errorf("decode sandbox %s: %w", id, err)
+	if err := s.loadInto(ctx, id, &r); err != nil {
+		return Record{}, err
 	}
 	return r, nil
+}
+
+// loadInto decodes the record of sandbox id into v: a Record, or a struct
+// of the few fields a hot path needs.
+func (s *Service) loadInto(ctx context.Context, id string, v any) error {
+	raw, err := s.cfg.Store.Get(ctx, Collection, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return fmt.Errorf("load sandbox %s: %w", id, err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode sandbox %s: %w", id, err)
+	}
+	return nil
 }
 
 // loadForTeam loads a record visible to team; other teams' sandboxes are
