@@ -29,10 +29,13 @@ setup:
 run: setup
 	bin/paddock serve $(SERVE_FLAGS)
 
-# First the slim in-sandbox binary (envd, codeinterp; pure Go, static),
-# embedded into paddock with the guestbin tag: sandboxes start it as envd.
+# First the slim in-sandbox binary (envd, codeinterp; pure Go, static) and
+# the small container init (libcontainer's init only; cgo, static), both
+# embedded into paddock with the guestbin tag: sandboxes start the first as
+# envd, the local runtime runs the second as every container's init.
 build:
 	CGO_ENABLED=0 $(GO) build -tags 'osusergo netgo' -ldflags '-s -w' -o internal/guest/paddock-guest ./cmd/paddock-guest
+	CGO_ENABLED=1 $(GO) build -tags '$(BUILD_TAGS)' -ldflags '$(LDFLAGS)' -o cmd/paddock/paddock-init ./cmd/paddock-init
 	CGO_ENABLED=1 $(GO) build -tags '$(BUILD_TAGS) guestbin' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/paddock
 
 generate:

@@ -165,6 +165,7 @@ func runServe(args []string) error {
 		Network:    netMgr,
 		Logger:     log,
 		EnvdBinary: guestBin,
+		InitBinary: initBinary,
 	})
 	if err != nil {
 		return fmt.Errorf("start local runtime: %w", err)

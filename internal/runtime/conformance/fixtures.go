@@ -14,25 +14,35 @@ import (
 // BuildTags are the build tags of the paddock binary.
 const BuildTags = "seccomp osusergo netgo"
 
-// BuildPaddock builds the static paddock binary (what `make build` makes)
-// into dir and returns its path. It must run inside the module.
-func BuildPaddock(dir string) (string, error) {
+// BuildPaddock builds the static paddock binary (what `make build` makes,
+// without the embedded binaries) into dir and returns its path. It must run
+// inside the module.
+func BuildPaddock(dir string) (string, error) { return buildStatic(dir, "paddock") }
+
+// BuildInit builds cmd/paddock-init, the local runtime's small container
+// init (what `make build` embeds into paddock), into dir and returns its
+// path. It must run inside the module.
+func BuildInit(dir string) (string, error) { return buildStatic(dir, "paddock-init") }
+
+// buildStatic builds ./cmd/<name> as `make build` does (cgo, static, the
+// build tags) into dir.
+func buildStatic(dir, name string) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
-		return "", fmt.Errorf("build paddock: go env GOMOD: %w", err)
+		return "", fmt.Errorf("build %s: go env GOMOD: %w", name, err)
 	}
 	mod := strings.TrimSpace(string(out))
 	if mod == "" || mod == os.DevNull {
-		return "", errors.New("build paddock: not inside the paddock module")
+		return "", fmt.Errorf("build %s: not inside the paddock module", name)
 	}
-	bin := filepath.Join(dir, "paddock")
+	bin := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-tags", BuildTags,
 		"-ldflags", `-s -w -linkmode external -extldflags "-static"`,
-		"-o", bin, "./cmd/paddock")
+		"-o", bin, "./cmd/"+name)
 	cmd.Dir = filepath.Dir(mod)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build paddock: %w\n%s", err, out)
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, out)
 	}
 	return bin, nil
 }

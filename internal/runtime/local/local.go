@@ -94,6 +94,12 @@ type Config struct {
 	LogMaxBytes int64
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// InitBinary is a small static program that runs libcontainer's init
+	// (cmd/paddock-init), embedded by `make build`. When set, every
+	// container init this process starts becomes it before any Go code of
+	// this binary runs (see initexe.go), which makes each create 15–25 ms
+	// faster. Empty: this binary is its own container init.
+	InitBinary []byte
 	// CRIU is the criu binary (or wrapper) memory checkpoints run; it must be
 	// named criu, and its directory is put first on this process's PATH
 	// (libcontainer runs `criu` from PATH). Default: DefaultCRIU when it
@@ -234,6 +240,17 @@ func New(cfg Config) (*Runtime, error) {
 	if r.criu, err = setupCRIU(cfg.CRIU); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("local runtime: %w", err)
+	}
+
+	if len(cfg.InitBinary) > 0 {
+		if err := publishInitBinary(cfg.InitBinary); errors.Is(err, errInitBinary) {
+			lf.Close()
+			return nil, fmt.Errorf("local runtime: %w", err)
+		} else if err != nil {
+			r.log.Warn("small container init unavailable; this binary is the init", "err", err)
+		} else {
+			r.log.Debug("container init: small binary from a sealed memfd", "bytes", len(cfg.InitBinary))
+		}
 	}
 
 	r.nofile = sandboxNofile()

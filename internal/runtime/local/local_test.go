@@ -46,6 +46,8 @@ func init() {
 var (
 	testDir  string   // scratch dir, searchable by sandbox user namespaces
 	envdBin  string   // static paddock binary
+	initPath string   // static paddock-init binary (the small container init)
+	initBin  []byte   // its bytes, every test Runtime's InitBinary
 	layers   []string // busybox layers, lowest first
 	cgParent = fmt.Sprintf("paddock-test-%d", os.Getpid())
 )
@@ -83,6 +85,14 @@ func setup() (int, error) {
 	if p := os.Getenv("PADDOCK_TEST_ENVD_BINARY"); p != "" {
 		envdBin = p
 	} else if envdBin, err = conformance.BuildPaddock(testDir); err != nil {
+		return 0, err
+	}
+	if p := os.Getenv("PADDOCK_TEST_INIT_BINARY"); p != "" {
+		initPath = p
+	} else if initPath, err = conformance.BuildInit(testDir); err != nil {
+		return 0, err
+	}
+	if initBin, err = os.ReadFile(initPath); err != nil {
 		return 0, err
 	}
 	if layers, err = conformance.BusyboxLayers(filepath.Join(testDir, "layers")); err != nil {
@@ -137,6 +147,7 @@ func (d *driver) open(t testing.TB, root string, logger *slog.Logger) *local.Run
 		RootDir:      root,
 		CgroupParent: cgParent,
 		EnvdBinary:   envdBin,
+		InitBinary:   initBin,
 		Network:      d.network(),
 		Logger:       logger,
 	})
@@ -884,6 +895,12 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := func(n string) string { return filepath.Join(testDir, "cfg-"+n) }
+	// This process publishes initBin (once per process) before the cases.
+	newDriver(nil).open(t, newRoot(t), nil).Close()
+	other, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, c := range map[string]struct {
 		cfg  local.Config
 		want string
@@ -895,6 +912,8 @@ func TestConfigErrors(t *testing.T) {
 		"envd not ELF":      {local.Config{RootDir: dir("4"), EnvdBinary: script}, "not an ELF executable"},
 		"unsearchable root": {local.Config{RootDir: filepath.Join(private, "root"), EnvdBinary: envdBin}, "not searchable"},
 		"bad cgroup parent": {local.Config{RootDir: dir("5"), EnvdBinary: envdBin, CgroupParent: "../x"}, "cgroup parent"},
+		"init not ELF":      {local.Config{RootDir: dir("6"), EnvdBinary: envdBin, InitBinary: []byte("#!/bin/sh\n")}, "init binary: not an ELF executable"},
+		"another init":      {local.Config{RootDir: dir("7"), EnvdBinary: envdBin, InitBinary: other}, "already runs another one"},
 	} {
 		rt, err := local.New(c.cfg)
 		if err == nil {
@@ -920,7 +939,8 @@ func testKill9Adoption(t *testing.T, d *driver) {
 	id := conformance.NewID()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=create", "HELPER_ROOT="+root, "HELPER_ID="+id,
-		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_LAYERS="+strings.Join(layers, ":"))
+		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_INIT="+initPath,
+		"HELPER_LAYERS="+strings.Join(layers, ":"))
 	if d.netCfg != nil {
 		// The helper runs its own manager over the same state.
 		d.network().Close()
@@ -974,6 +994,49 @@ func testKill9Adoption(t *testing.T, d *driver) {
 	}
 }
 
+// TestInitBinaryIsTheInit: the published InitBinary, not this binary, is
+// what every container init becomes. A process that publishes a program
+// which is no container init (true) cannot create sandboxes, and the failed
+// create leaves nothing behind. (Every other test creates its sandboxes
+// through the real small init, cmd/paddock-init.)
+func TestInitBinaryIsTheInit(t *testing.T) {
+	root := newRoot(t)
+	id := conformance.NewID()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=create", "HELPER_ROOT="+root, "HELPER_ID="+id,
+		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_INIT=/bin/true",
+		"HELPER_LAYERS="+strings.Join(layers, ":"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	created := strings.HasPrefix(line, "ready")
+	if created {
+		cmd.Process.Kill()
+	}
+	err = cmd.Wait()
+	d := newDriver(nil)
+	rt := d.open(t, root, nil)
+	defer rt.Close()
+	if created {
+		_ = rt.Destroy(context.Background(), id)
+		t.Fatalf("a sandbox was created with true as the container init")
+	}
+	// libcontainer's parent gets nothing from an init that never ran nsexec.
+	if out := stderr.String(); !strings.Contains(out, "helper: create sandbox "+id) || !strings.Contains(out, "final child's PID") {
+		t.Errorf("want the create to fail as true exits at once, got: %v\n%s", err, out)
+	}
+	if tr := d.traces(t, rt, id); len(tr) > 0 {
+		t.Errorf("the failed create left: %v", tr)
+	}
+}
+
 // runHelper is the child side of TestKill9Adoption: create a sandbox, say
 // "ready <addr>", wait to be killed.
 func runHelper() int {
@@ -981,6 +1044,14 @@ func runHelper() int {
 		RootDir:      os.Getenv("HELPER_ROOT"),
 		CgroupParent: os.Getenv("HELPER_CGROUP"),
 		EnvdBinary:   os.Getenv("HELPER_ENVD"),
+	}
+	if p := os.Getenv("HELPER_INIT"); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 1
+		}
+		cfg.InitBinary = b
 	}
 	if n := os.Getenv("HELPER_NET"); n != "" {
 		var nc network.Config

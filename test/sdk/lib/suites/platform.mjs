@@ -68,6 +68,20 @@ export function registerPlatformTests(ctx) {
       assert.equal((await sbx.commands.run(cmd, { envs: { PADDOCK_SECOND: 'own' } })).stdout, 'from create|own')
     })
 
+    test("the base template's login shells set Debian's PATH per user without running id", T, async () => {
+      const userPath = '/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games'
+      const rootPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+      assert.equal((await sbx.commands.run('echo "$PATH"')).stdout, `${userPath}\n`)
+      assert.equal((await sbx.commands.run('echo "$PATH"', { user: 'root' })).stdout, `${rootPath}\n`)
+      // With no `id` to find, bash's profile still chooses (it asks $EUID);
+      // dash, which has no $EUID, still asks id.
+      const noId = 'env -i HOME=/home/user PATH=/nowhere /bin/bash -l -c \'echo "$PATH"\''
+      const r = await sbx.commands.run(noId)
+      assert.equal(r.stdout, `${userPath}\n`)
+      assert.equal(r.stderr, '')
+      assert.equal((await sbx.commands.run('env -i PATH=/usr/bin:/bin /bin/sh -l -c \'echo "$PATH"\'', { user: 'root' })).stdout, `${rootPath}\n`)
+    })
+
     test('getInfo returns template, name base, metadata, times, resources and state', T, async () => {
       const info = await sbx.getInfo()
       assert.equal(info.sandboxId, sbx.sandboxId)
