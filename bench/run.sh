@@ -40,6 +40,13 @@ log "building bench/.out/pbench"
 (cd "$root" && CGO_ENABLED=1 go build -tags 'seccomp osusergo netgo' \
 	-ldflags '-s -w -linkmode external -extldflags "-static"' -o "$here/.out/pbench" ./bench/cmd/pbench)
 export PBENCH_BIN=$here/.out/pbench
+# The floor's containers start through the same small init as paddock's
+# (cmd/paddock-init from a sealed memfd), so the floor is libcontainer's cost
+# and not that of pbench's own package initialisers.
+log "building bench/.out/paddock-init"
+(cd "$root" && CGO_ENABLED=1 go build -tags 'seccomp osusergo netgo' \
+	-ldflags '-s -w -linkmode external -extldflags "-static"' -o "$here/.out/paddock-init" ./cmd/paddock-init)
+export PBENCH_INIT=$here/.out/paddock-init
 
 if [[ ! -f $here/sdk/node_modules/e2b/package.json || $here/sdk/package-lock.json -nt $here/sdk/node_modules/.package-lock.json ]]; then
 	log "installing node modules (npm ci)"

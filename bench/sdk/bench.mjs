@@ -132,12 +132,15 @@ async function sectionCreate() {
       runc = merge(runc, await pb.run(['runc', '--layer', serve.layer, '--work', scratch('runc'), '--warmup', '1', '--n', String(Math.ceil(Math.min(cfg.floorN, 30) / chunks))]))
     }
   }
-  row('create.usable', 'create (sequential, cold)', 'Sandbox.create() → first commands.run("true") done', 'ms', summarize(usableMs), summarize(floor.samples.total), 'libcontainer floor (overlay+create+start+`true`)')
+  row('create.usable', 'create (sequential, cold)', 'Sandbox.create() → first commands.run("true") done', 'ms', summarize(usableMs), summarize(floor.samples.total), 'libcontainer floor (overlay+create+start+`true`; init: paddock-init, as paddock\'s)')
   row('create.usable.runc', 'create (sequential, cold)', '… same, against Debian runc', 'ms', summarize(usableMs), summarize(runc.samples.total), `\`runc run\` of \`true\` (${runc.notes?.[0] ?? 'runc'})`)
   row('create.returned', 'create (sequential, cold)', 'Sandbox.create() returned', 'ms', summarize(createMs), summarize(floor.samples.create_start), 'libcontainer Create+Run only')
   const guestBin = path.join(root, 'internal/guest/paddock-guest') // left by `make build`
   const st = await pb.run(['startup', '--bin', cfg.paddockBin, '--n', '30', ...(fs.existsSync(guestBin) ? ['--guest', guestBin] : [])])
-  row('create.exec', 'create (sequential, cold)', `(reference) host: exec of bin/paddock (${st.values.binary_mib.toFixed(0)} MiB) \`version\`; every create starts it once as the container init`, 'ms', summarize(st.samples.paddock_version), summarize(st.samples.true), 'host exec of `/bin/true`')
+  row('create.exec', 'create (sequential, cold)', `(reference) host: exec of bin/paddock (${st.values.binary_mib.toFixed(0)} MiB) \`version\`, the container init without cmd/paddock-init`, 'ms', summarize(st.samples.paddock_version), summarize(st.samples.true), 'host exec of `/bin/true`')
+  if (st.samples.init_exec) {
+    row('create.initexec', 'create (sequential, cold)', `(reference) host: exec of paddock-init (${st.values.init_binary_mib.toFixed(0)} MiB) to its exit; every create starts it once as the container init`, 'ms', summarize(st.samples.init_exec), summarize(st.samples.paddock_version), 'exec of bin/paddock `version` (same run)')
+  }
   row('create.envdstart', 'create (sequential, cold)', '(reference) host: exec `paddock envd` until its port accepts', 'ms', summarize(st.samples.envd_listening), summarize(st.samples.true), 'host exec of `/bin/true`')
   if (st.samples.guest_envd_listening) {
     row('create.guestenvdstart', 'create (sequential, cold)', `(reference) host: exec \`paddock-guest envd\` (${st.values.guest_binary_mib.toFixed(0)} MiB, what sandboxes run) until its port accepts`, 'ms', summarize(st.samples.guest_envd_listening), summarize(st.samples.envd_listening), '`paddock envd` (same run)')

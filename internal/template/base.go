@@ -54,13 +54,17 @@ const (
 // command as a login shell (`bash -l -c`, as E2B's does): a fork and an exec
 // that cost 5–7 ms of each commands.run on a small VM. bash knows its
 // effective UID ($EUID), so the profile asks `id` only in shells that do not
-// (dash as `sh -l`); PATH comes out the same in every shell.
+// (dash as `sh -l`); PATH comes out the same in every shell. Likewise root's
+// ~/.profile runs `mesg n` (another fork and exec) only when stdin is a
+// terminal, the one case where mesg does anything.
 const baseSetup = `set -e
 groupadd --gid 1000 user
 useradd --uid 1000 --gid 1000 --create-home --home-dir /home/user --shell /bin/bash user
 visudo --check --quiet --file=/etc/sudoers.d/user
 sed -i 's/"$(id -u)"/"${EUID:-$(id -u)}"/g' /etc/profile
 grep -q 'EUID:-' /etc/profile
+sed -i 's#^mesg n 2> /dev/null || true$#[ -t 0 ] \&\& mesg n 2> /dev/null || true#' /root/.profile
+grep -q -- '-t 0 ] && mesg n' /root/.profile
 rm -f /usr/lib/python3*/EXTERNALLY-MANAGED
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/lib/dpkg/*-old

@@ -13,6 +13,8 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
+
+	"github.com/paddockhq/paddock/internal/runtime/local/initexe"
 )
 
 func init() {
@@ -22,6 +24,7 @@ func init() {
 
 type floorFlags struct {
 	layer, work string
+	init        string // small container init published before any container starts
 	n, warmup   int
 	conc        int
 	shell       string
@@ -36,6 +39,7 @@ func parseFloorFlags(name string, args []string, n int) (floorFlags, error) {
 	fs.IntVar(&f.n, "n", n, "containers")
 	fs.IntVar(&f.warmup, "warmup", 3, "unmeasured runs first")
 	fs.IntVar(&f.conc, "c", 1, "floor: containers started at once per round (n is rounded up to whole rounds)")
+	fs.StringVar(&f.init, "init", os.Getenv("PBENCH_INIT"), "small container init to run instead of pbench itself, as paddock does (cmd/paddock-init; default $PBENCH_INIT)")
 	fs.StringVar(&f.shell, "sh", "", "diagnosis: run `/bin/sh -c SH` as init instead of /bin/true")
 	fs.BoolVar(&f.knobs.noSeccomp, "no-seccomp", false, "diagnosis: no seccomp filter")
 	fs.StringVar(&f.knobs.netns, "netns", "", "diagnosis: join this network namespace (e.g. /run/netns/x) instead of making one")
@@ -53,6 +57,15 @@ func parseFloorFlags(name string, args []string, n int) (floorFlags, error) {
 	}
 	if os.Geteuid() != 0 {
 		return f, errors.New("must run as root")
+	}
+	if f.init != "" {
+		bin, err := os.ReadFile(f.init)
+		if err != nil {
+			return f, fmt.Errorf("--init: %w", err)
+		}
+		if err := initexe.Publish(bin); err != nil {
+			return f, fmt.Errorf("--init: %w", err)
+		}
 	}
 	if err := os.MkdirAll(f.work, 0o711); err != nil {
 		return f, err

@@ -12,17 +12,19 @@ import (
 )
 
 func init() {
-	subcommands["startup"] = subcommand{"host: exec of the paddock binary (`version`), and `envd` of paddock and of the guest binary until its port accepts, beside /bin/true", runStartup}
+	subcommands["startup"] = subcommand{"host: exec of the paddock binary (`version`) and of the small container init, and `envd` of paddock and of the guest binary until its port accepts, beside /bin/true", runStartup}
 }
 
-// runStartup measures the binary starts every sandbox create pays:
-// libcontainer re-executes paddock as the container init, then envd starts
-// (from the slim guest binary when paddock carries it, else paddock). On
-// the host, without namespaces.
+// runStartup measures the binary starts every sandbox create pays: the
+// container init (paddock-init, which libcontainer's re-execution of paddock
+// switches to; paddock itself when built without it), then envd (from the
+// slim guest binary when paddock carries it, else paddock). On the host,
+// without namespaces.
 func runStartup(args []string) (*result, error) {
 	fs := flag.NewFlagSet("startup", flag.ContinueOnError)
 	bin := fs.String("bin", "", "the paddock binary")
 	guest := fs.String("guest", "", "the guest binary (cmd/paddock-guest); optional")
+	initBin := fs.String("init", os.Getenv("PBENCH_INIT"), "the small container init (cmd/paddock-init); optional (default $PBENCH_INIT)")
 	n := fs.Int("n", 30, "runs")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -44,6 +46,18 @@ func runStartup(args []string) (*result, error) {
 				res.add(c.name, time.Since(t0))
 			}
 		}
+		if *initBin != "" {
+			// Without arguments it says what it is and exits 2.
+			t0 := time.Now()
+			err := exec.Command(*initBin).Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				return nil, fmt.Errorf("%s: want exit status 2, got %v", *initBin, err)
+			}
+			if i >= 0 {
+				res.add("init_exec", time.Since(t0))
+			}
+		}
 		d, err := envdStartup(*bin)
 		if err != nil {
 			return nil, err
@@ -63,6 +77,9 @@ func runStartup(args []string) (*result, error) {
 	}
 	if st, err := os.Stat(*bin); err == nil {
 		res.Values["binary_mib"] = float64(st.Size()) / (1 << 20)
+	}
+	if st, err := os.Stat(*initBin); *initBin != "" && err == nil {
+		res.Values["init_binary_mib"] = float64(st.Size()) / (1 << 20)
 	}
 	if st, err := os.Stat(*guest); *guest != "" && err == nil {
 		res.Values["guest_binary_mib"] = float64(st.Size()) / (1 << 20)

@@ -57,6 +57,7 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/paddockhq/paddock/internal/runtime"
+	"github.com/paddockhq/paddock/internal/runtime/local/initexe"
 	"github.com/paddockhq/paddock/internal/runtime/local/network"
 )
 
@@ -97,8 +98,9 @@ type Config struct {
 	// InitBinary is a small static program that runs libcontainer's init
 	// (cmd/paddock-init), embedded by `make build`. When set, every
 	// container init this process starts becomes it before any Go code of
-	// this binary runs (see initexe.go), which makes each create 15–25 ms
-	// faster. Empty: this binary is its own container init.
+	// this binary runs (package initexe), which makes each create 15–25 ms
+	// faster. Empty: this binary is its own container init. One process can
+	// publish only one init binary (package initexe).
 	InitBinary []byte
 	// CRIU is the criu binary (or wrapper) memory checkpoints run; it must be
 	// named criu, and its directory is put first on this process's PATH
@@ -243,7 +245,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 
 	if len(cfg.InitBinary) > 0 {
-		if err := publishInitBinary(cfg.InitBinary); errors.Is(err, errInitBinary) {
+		if err := initexe.Publish(cfg.InitBinary); errors.Is(err, initexe.ErrInvalid) {
 			lf.Close()
 			return nil, fmt.Errorf("local runtime: %w", err)
 		} else if err != nil {

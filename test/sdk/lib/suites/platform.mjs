@@ -80,6 +80,18 @@ export function registerPlatformTests(ctx) {
       assert.equal(r.stdout, `${userPath}\n`)
       assert.equal(r.stderr, '')
       assert.equal((await sbx.commands.run('env -i PATH=/usr/bin:/bin /bin/sh -l -c \'echo "$PATH"\'', { user: 'root' })).stdout, `${rootPath}\n`)
+      // root's ~/.profile runs mesg only for a terminal: a mesg first on
+      // root's PATH leaves a mark when it runs.
+      const root = { user: 'root' }
+      await sbx.commands.run('printf \'#!/bin/sh\\necho "$@" > /tmp/mesg-ran\\n\' > /usr/local/sbin/mesg && chmod +x /usr/local/sbin/mesg', root)
+      try {
+        await sbx.commands.run('true', root)
+        assert.equal((await sbx.commands.run('test -e /tmp/mesg-ran && echo ran || echo no', root)).stdout, 'no\n', 'mesg ran without a terminal')
+        const tty = await sbx.commands.run('script -qec "bash -l -c true" /dev/null >/dev/null; cat /tmp/mesg-ran', root)
+        assert.equal(tty.stdout, 'n\n', 'mesg n with a terminal')
+      } finally {
+        await sbx.commands.run('rm -f /usr/local/sbin/mesg /tmp/mesg-ran', root)
+      }
     })
 
     test('getInfo returns template, name base, metadata, times, resources and state', T, async () => {

@@ -1,11 +1,10 @@
-package local
-
-// The container init, small.
+// Package initexe owns the switch of libcontainer's container init to a
+// small binary.
 //
 // libcontainer starts every container by re-executing the running binary
 // (through a sealed copy of /proc/self/exe) as `<binary> init`. For paddock
 // that is a 40 MiB program whose ~180 package initialisers run before
-// libcontainer's init code can: 20–30 ms of every create on a small VM. A
+// libcontainer's init code can: 15–25 ms of every create on a small VM. A
 // binary holding only libcontainer's init (cmd/paddock-init, 63 packages)
 // reaches its main in a third of that.
 //
@@ -13,20 +12,24 @@ package local
 // happens in the process it starts: the C constructor below runs before
 // libcontainer's own (nsenter's, at default priority) and before the Go
 // runtime, and when the process is a libcontainer init whose parent has
-// published a small init binary, it executes that binary in its place with
-// the same arguments, environment and descriptors. The small binary runs
-// nsenter and libcontainer.Init exactly as the big one would have (same
-// module version, so the same protocol over the same pipes).
+// published a small init binary (Publish), it executes that binary in its
+// place with the same arguments, environment and descriptors. The small
+// binary runs nsenter and libcontainer.Init exactly as the big one would have
+// (same module version, so the same protocol over the same pipes).
 //
 // The small binary lives in a sealed memfd (no writes, no resizing, seals
 // fixed), as libcontainer's own copies of /proc/self/exe do: a sandbox that
 // reaches its init's /proc/<pid>/exe cannot change what the next sandbox
-// runs (CVE-2019-5736). The parent publishes the memfd at descriptor
-// initExeFD of its own process; the child, still in the host's PID and
-// mount namespaces, opens /proc/<parent>/fd/<initExeFD>, checks the seals
-// and calls fexecve. Anything unexpected (no such descriptor, not sealed,
-// exec failure) leaves the constructor without a trace, and the big binary
+// runs (CVE-2019-5736). The parent publishes the memfd at descriptor FD of
+// its own process; the child, still in the host's PID and mount namespaces,
+// opens /proc/<parent>/fd/<FD>, checks its name and seals and calls fexecve.
+// Anything unexpected (no such descriptor, another file, not sealed, exec
+// failure) leaves the constructor without a trace, and the running binary
 // carries on as its own init.
+//
+// Every program that uses libcontainer and imports this package gets the
+// constructor; it does nothing unless the program publishes a binary.
+package initexe
 
 /*
 #cgo CFLAGS: -Wall
@@ -99,45 +102,48 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initExeFD is the descriptor of this process that holds the small init
+// FD is the descriptor of this process that holds the published init
 // binary; the constructor above looks for it in its parent.
-const initExeFD = C.PADDOCK_INIT_FD
+const FD = C.PADDOCK_INIT_FD
 
-// initExe publishes the small init binary once per process: every Runtime
-// of the process shares it (the descriptor number is fixed).
-var initExe struct {
+// published is the once-per-process publication: every user of
+// libcontainer in the process shares it (the descriptor number is fixed).
+var published struct {
 	once   sync.Once
 	digest [sha256.Size]byte // of the published binary
 	err    error
 }
 
-// errInitBinary marks a Config.InitBinary this process cannot use: not an
-// ELF executable, or not the one it already published.
-var errInitBinary = errors.New("invalid init binary")
+// ErrInvalid marks an init binary this process cannot publish: not an ELF
+// executable, or not the one it already published.
+var ErrInvalid = errors.New("invalid init binary")
 
-// publishInitBinary puts bin into a sealed memfd at descriptor initExeFD of
-// this process, where the constructor of every container init this process
-// starts finds it. It is done once per process; a later call with another
-// binary fails, as does anything that is not an ELF executable.
-func publishInitBinary(bin []byte) error {
+// Publish puts bin, a static program that runs libcontainer.Init when its
+// first argument is "init", into a sealed memfd at descriptor FD of this
+// process, where the constructor of every container init this process starts
+// finds it. It is done once per process; a later call with the same binary
+// is a no-op, one with another binary fails with ErrInvalid, as does
+// anything that is not an ELF executable. Other errors (no sealed memfd, FD
+// taken) leave this binary as its own init.
+func Publish(bin []byte) error {
 	if len(bin) < 4 || !bytes.Equal(bin[:4], []byte("\x7fELF")) {
-		return fmt.Errorf("%w: not an ELF executable", errInitBinary)
+		return fmt.Errorf("%w: not an ELF executable", ErrInvalid)
 	}
 	digest := sha256.Sum256(bin)
-	initExe.once.Do(func() {
-		initExe.digest = digest
-		initExe.err = installInitBinary(bin)
+	published.once.Do(func() {
+		published.digest = digest
+		published.err = install(bin)
 	})
-	if initExe.err != nil {
-		return initExe.err
+	if published.err != nil {
+		return published.err
 	}
-	if initExe.digest != digest {
-		return fmt.Errorf("%w: this process already runs another one", errInitBinary)
+	if published.digest != digest {
+		return fmt.Errorf("%w: this process already runs another one", ErrInvalid)
 	}
 	return nil
 }
 
-func installInitBinary(bin []byte) error {
+func install(bin []byte) error {
 	f, err := exeseal.CloneBinary(bytes.NewReader(bin), int64(len(bin)), "paddock-init", os.TempDir())
 	if err != nil {
 		return fmt.Errorf("seal init binary: %w", err)
@@ -146,13 +152,13 @@ func installInitBinary(bin []byte) error {
 	if !exeseal.IsCloned(f) { // an O_TMPFILE fallback: no seals to check
 		return errors.New("seal init binary: no sealed memfd on this kernel")
 	}
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, initExeFD)
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, FD)
 	if err != nil {
 		return fmt.Errorf("publish init binary: %w", err)
 	}
-	if fd != initExeFD {
+	if fd != FD {
 		unix.Close(fd)
-		return fmt.Errorf("publish init binary: descriptor %d is in use", initExeFD)
+		return fmt.Errorf("publish init binary: descriptor %d is in use", FD)
 	}
 	// fd stays open for the life of the process: container inits started at
 	// any time look for it.
