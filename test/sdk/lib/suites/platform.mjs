@@ -68,7 +68,7 @@ export function registerPlatformTests(ctx) {
       assert.equal((await sbx.commands.run(cmd, { envs: { PADDOCK_SECOND: 'own' } })).stdout, 'from create|own')
     })
 
-    test("the base template's login shells set Debian's PATH per user without running id", T, async () => {
+    test("the base template's login shells set Debian's PATH per user without running id, and root's runs mesg only on a terminal", T, async () => {
       const userPath = '/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games'
       const rootPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
       assert.equal((await sbx.commands.run('echo "$PATH"')).stdout, `${userPath}\n`)
