@@ -66,9 +66,10 @@ __attribute__((constructor(101))) static void paddock_exec_small_init(int argc, 
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	// Only the memfd the parent made for this (see installInitBinary).
-	char name[64];
-	ssize_t n = readlink(path, name, sizeof(name) - 1);
+	// Only the memfd the parent made for this (see install).
+	char self[64], name[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(self, name, sizeof(name) - 1);
 	if (n < 0) {
 		close(fd);
 		return;
