@@ -2,7 +2,7 @@
 // libcontainer's `init` (namespaces, root filesystem, limits, seccomp) and
 // nothing else, so that it starts in a fraction of the time paddock's own
 // binary takes. paddock embeds it and runs it from a sealed memfd; see
-// package internal/runtime/local. It is not meant to be run by hand.
+// package internal/runtime/local/initexe. It is not meant to be run by hand.
 package main
 
 import (

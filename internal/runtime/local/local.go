@@ -10,7 +10,8 @@
 // first thing, before anything else runs (runc does it in an init function
 // of package main; see cmd/paddock/init.go). Importing this package links
 // libcontainer's nsenter constructor, which does nothing unless the process
-// was started as such an init.
+// was started as such an init. With Config.InitBinary, that init becomes the
+// given small binary before any Go code of this one runs (package initexe).
 //
 // State lives under Config.RootDir and survives a restart of the process:
 //
@@ -98,8 +99,8 @@ type Config struct {
 	// InitBinary is a small static program that runs libcontainer's init
 	// (cmd/paddock-init), embedded by `make build`. When set, every
 	// container init this process starts becomes it before any Go code of
-	// this binary runs (package initexe), which makes each create 15–25 ms
-	// faster. Empty: this binary is its own container init. One process can
+	// this binary runs (package initexe), which makes each create 10–25 ms
+	// faster on a small VM. Empty: this binary is its own container init. One process can
 	// publish only one init binary (package initexe).
 	InitBinary []byte
 	// CRIU is the criu binary (or wrapper) memory checkpoints run; it must be
