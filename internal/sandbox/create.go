@@ -204,13 +204,7 @@ func (s *Service) start(ctx context.Context, rec *Record, tpl Template, ph *crea
 // keeps running, as the template's user) and waits until its ready command
 // exits 0, within the create's deadline.
 func (s *Service) startCommand(ctx context.Context, rec *Record, tpl Template) error {
-	tok := ""
-	if rec.Secure {
-		tok = s.EnvdToken(rec.ID)
-	}
-	c := envdclient.New(func(ctx context.Context) (net.Conn, error) {
-		return s.cfg.Runtime.Dial(ctx, rec.ID, runtime.EnvdPort)
-	}, tok)
+	c := s.commandClient(rec)
 	defer c.Close()
 	t0 := s.now()
 	err := c.StartAndWait(ctx, envdclient.StartSpec{Start: tpl.StartCmd, Ready: tpl.ReadyCmd, User: rec.User, Workdir: rec.Workdir})
@@ -220,6 +214,18 @@ func (s *Service) startCommand(ctx context.Context, rec *Record, tpl Template) e
 	s.event(rec.ID, "start command running", "startCmd", tpl.StartCmd)
 	s.log.Debug("start command ready", "sandbox", rec.ID, "ms", s.now().Sub(t0).Milliseconds())
 	return nil
+}
+
+// commandClient is an envd client for running commands in rec's sandbox,
+// with its access token when it is secure. Close it after use.
+func (s *Service) commandClient(rec *Record) *envdclient.Client {
+	tok := ""
+	if rec.Secure {
+		tok = s.EnvdToken(rec.ID)
+	}
+	return envdclient.New(func(ctx context.Context) (net.Conn, error) {
+		return s.cfg.Runtime.Dial(ctx, rec.ID, runtime.EnvdPort)
+	}, tok)
 }
 
 // nothingCreated marks a start that failed before the runtime made

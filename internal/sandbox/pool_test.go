@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,6 +122,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPoolWarmsTheShell: every pooled sandbox has run one login shell
+// through envd before the pool offers it.
+func TestPoolWarmsTheShell(t *testing.T) {
+	marks := filepath.Join(t.TempDir(), "warm")
+	if err := os.WriteFile(marks, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(marks, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	saved := poolWarmScript
+	poolWarmScript = `shopt -q login_shell && echo "$SHLVL" >> ` + marks
+	t.Cleanup(func() { poolWarmScript = saved })
+	rt := newFakeRuntime()
+	s := newPoolService(t, rt, filepath.Join(t.TempDir(), "db"), nil, 3)
+	waitPool(t, s, 3)
+	b, err := os.ReadFile(marks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(b), "\n"); lines != 3 {
+		t.Errorf("%d login shells ran for 3 pooled sandboxes:\n%s", lines, b)
 	}
 }
 
