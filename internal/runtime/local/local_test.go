@@ -937,10 +937,7 @@ func TestKill9Adoption(t *testing.T) {
 func testKill9Adoption(t *testing.T, d *driver) {
 	root := newRoot(t)
 	id := conformance.NewID()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=create", "HELPER_ROOT="+root, "HELPER_ID="+id,
-		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_INIT="+initPath,
-		"HELPER_LAYERS="+strings.Join(layers, ":"))
+	var env []string
 	if d.netCfg != nil {
 		// The helper runs its own manager over the same state.
 		d.network().Close()
@@ -948,21 +945,13 @@ func testKill9Adoption(t *testing.T, d *driver) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd.Env = append(cmd.Env, "HELPER_NET="+string(b))
+		env = append(env, "HELPER_NET="+string(b))
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "ready") {
+	cmd, line := startHelper(t, root, id, initPath, os.Stderr, env...)
+	if !strings.HasPrefix(line, "ready") {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("helper: %q, %v", line, err)
+		t.Fatalf("helper: %q", line)
 	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -1002,25 +991,13 @@ func testKill9Adoption(t *testing.T, d *driver) {
 func TestInitBinaryIsTheInit(t *testing.T) {
 	root := newRoot(t)
 	id := conformance.NewID()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=create", "HELPER_ROOT="+root, "HELPER_ID="+id,
-		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_INIT=/bin/true",
-		"HELPER_LAYERS="+strings.Join(layers, ":"))
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	cmd, line := startHelper(t, root, id, "/bin/true", &stderr)
 	created := strings.HasPrefix(line, "ready")
 	if created {
 		cmd.Process.Kill()
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	d := newDriver(nil)
 	rt := d.open(t, root, nil)
 	defer rt.Close()
@@ -1039,8 +1016,32 @@ func TestInitBinaryIsTheInit(t *testing.T) {
 	}
 }
 
-// runHelper is the child side of TestKill9Adoption: create a sandbox, say
-// "ready <addr>", wait to be killed.
+// startHelper starts this test binary as runHelper, creating sandbox id
+// under root with the init binary at initBin and env added, and returns it
+// with the first line it printed: "ready <addr>" once the sandbox is up,
+// anything else when it failed first.
+func startHelper(t *testing.T, root, id, initBin string, stderr io.Writer, env ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=create", "HELPER_ROOT="+root, "HELPER_ID="+id,
+		"HELPER_CGROUP="+cgParent, "HELPER_ENVD="+envdBin, "HELPER_INIT="+initBin,
+		"HELPER_LAYERS="+strings.Join(layers, ":"))
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	return cmd, line
+}
+
+// runHelper is the child side of startHelper (TestKill9Adoption,
+// TestInitBinaryIsTheInit): create a sandbox, say "ready <addr>", wait to be
+// killed.
 func runHelper() int {
 	cfg := local.Config{
 		RootDir:      os.Getenv("HELPER_ROOT"),
