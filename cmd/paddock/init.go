@@ -11,7 +11,10 @@ import (
 )
 
 // The local runtime (libcontainer) re-executes this binary as
-// `paddock init` to set up each sandbox before it becomes envd. That must
+// `paddock init` to set up each sandbox before it becomes envd. With the
+// embedded cmd/paddock-init (make build), a C constructor switches that
+// process to the small binary before any Go code runs (package initexe);
+// without it, or if the switch cannot happen, this is the init. That must
 // happen before anything else runs, so it is done in an init function, as
 // runc does; the command entry only keeps `init` out of the usage text and
 // explains a manual call.
