@@ -95,6 +95,24 @@ async function kill(s) {
   created.delete(s.sandboxId)
 }
 
+/**
+ * Starts `pbench apistub` answering creates with a real create response of
+ * srv (one sandbox created and killed for it): the SDK against the stub
+ * costs what the client costs (Node, the SDK, loopback HTTP) and nothing a
+ * server does. Resolves to {opts (SDK options), stop()}.
+ */
+async function clientFloor(srv, name) {
+  const r = await srv.api('POST', '/v2/sandboxes', { templateID: 'base', timeout: 600 })
+  if (r.status !== 201) throw new Error(`client floor: create for a response body: HTTP ${r.status} ${JSON.stringify(r.body)}`)
+  const del = await srv.api('DELETE', `/sandboxes/${r.body.sandboxID}`)
+  if (del.status !== 204) throw new Error(`client floor: kill ${r.body.sandboxID}: HTTP ${del.status}`)
+  const file = path.join(cfg.outDir, `apistub-${name}.json`)
+  fs.writeFileSync(file, JSON.stringify(r.body) + '\n')
+  const stub = await pb.apiStub(file)
+  const url = `http://${stub.addr}`
+  return { opts: { apiKey: srv.apiKey, apiUrl: url, sandboxUrl: url, requestTimeoutMs: 120_000 }, stop: stub.stop }
+}
+
 // ---- sections --------------------------------------------------------------------
 
 /** Merges pbench results (samples appended, values of the last). */
@@ -196,36 +214,49 @@ async function sectionPool() {
     log(`pool: serve --pool-size ${size} full after ${(refill / 1000).toFixed(1)} s more; ${cfg.poolN} sequential creates from it (+3 warm-up), each beside a cold one`)
     const pool = { create: [], usable: [], first: [], refill: [] }
     const cold = { create: [], usable: [], first: [] }
+    const stub = { create: [], first: [], burst: [] }
     const seqIds = []
-    for (let i = -3; i < cfg.poolN; i++) {
-      await waitFull()
-      await sleep(settle)
-      const c = await timed(serve.sdkOpts)
-      await c.s.kill()
-      await waitFull()
-      await sleep(settle)
-      const p = await timed(ps.sdkOpts)
-      await p.s.kill()
-      pool.refill.push(await waitFull())
-      if (i < 0) continue
-      seqIds.push(p.s.sandboxId)
-      for (const k of ['create', 'usable', 'first']) cold[k].push(c[k]), pool[k].push(p[k])
-    }
-    log(`pool: ${cfg.poolRounds} rounds of ${2 * size} back-to-back creates`)
     const burst = [] // {id, create}
     const walls = []
-    for (let r = 0; r < cfg.poolRounds; r++) {
-      await waitFull()
-      await sleep(settle)
-      const alive = []
-      const w0 = performance.now()
-      for (let i = 0; i < 2 * size; i++) {
-        const x = await timed(ps.sdkOpts)
-        alive.push(x.s)
-        burst.push({ id: x.s.sandboxId, create: x.create, usable: x.usable, i })
+    const floor = await clientFloor(ps, 'pool')
+    try {
+      for (let i = -3; i < cfg.poolN; i++) {
+        await waitFull()
+        await sleep(settle)
+        const f = await timed(floor.opts)
+        await waitFull()
+        await sleep(settle)
+        const c = await timed(serve.sdkOpts)
+        await c.s.kill()
+        await waitFull()
+        await sleep(settle)
+        const p = await timed(ps.sdkOpts)
+        await p.s.kill()
+        pool.refill.push(await waitFull())
+        if (i < 0) continue
+        seqIds.push(p.s.sandboxId)
+        for (const k of ['create', 'usable', 'first']) cold[k].push(c[k]), pool[k].push(p[k])
+        stub.create.push(f.create), stub.first.push(f.first)
       }
-      walls.push(performance.now() - w0)
-      for (const s of alive) await s.kill()
+      log(`pool: ${cfg.poolRounds} rounds of ${2 * size} back-to-back creates`)
+      for (let r = 0; r < cfg.poolRounds; r++) {
+        await waitFull()
+        await sleep(settle)
+        const alive = []
+        const w0 = performance.now()
+        for (let i = 0; i < 2 * size; i++) {
+          const x = await timed(ps.sdkOpts)
+          alive.push(x.s)
+          burst.push({ id: x.s.sandboxId, create: x.create, usable: x.usable, i })
+        }
+        walls.push(performance.now() - w0)
+        for (const s of alive) await s.kill()
+        await waitFull()
+        await sleep(settle)
+        for (let i = 0; i < size; i++) stub.burst.push((await timed(floor.opts)).create)
+      }
+    } finally {
+      await floor.stop()
     }
     // Which creates the pool served, from the serve's log.
     const served = new Map() // id → server-side take ms
@@ -239,11 +270,13 @@ async function sectionPool() {
     const sec = `warm pool (serve --pool-size ${size})`
     const coldName = 'cold create, serve without pool (same run, interleaved)'
     row('pool.create', sec, `Sandbox.create() returned, sequential, pool refilled and ${settle} ms of rest before each (${seqHits}/${seqIds.length} from the pool)`, 'ms', summarize(pool.create), summarize(cold.create), coldName)
+    row('pool.floor', sec, '… the same, beside the SDK against a stand-in that answers at once (the client\'s floor: Node, the SDK, loopback HTTP; same rest, interleaved)', 'ms', summarize(pool.create), summarize(stub.create), 'Sandbox.create() against `pbench apistub` (static server, same response body)')
     row('pool.usable', sec, '… create → first commands.run("true") done', 'ms', summarize(pool.usable), summarize(cold.usable), coldName)
     row('pool.firstcmd', sec, '… first commands.run("true") after create', 'ms', summarize(pool.first), summarize(cold.first), coldName)
     row('pool.take', sec, 'take on the server (POST /init + record write; serve log)', 'ms', summarize(seqIds.map((id) => served.get(id)).filter((v) => v != null && !Number.isNaN(v))), null, '')
     row('pool.refill', sec, 'pool full again after a create + kill (GET /health warmPool polled every 10 ms)', 'ms', summarize(pool.refill.slice(3)), null, '')
     row('pool.burst.hit', sec, `back-to-back, ${2 * size} per round × ${cfg.poolRounds}: Sandbox.create() served from the pool (${hit.length})`, 'ms', summarize(hit.map((b) => b.create)), summarize(cold.create), coldName)
+    row('pool.burst.floor', sec, `… the same back-to-back creates, beside the SDK against the stand-in (${size} per round, back-to-back)`, 'ms', summarize(hit.map((b) => b.create)), summarize(stub.burst), 'Sandbox.create() against `pbench apistub`, back-to-back')
     row('pool.burst.miss', sec, `… after it drained: cold, while it refills (${miss.length})`, 'ms', summarize(miss.map((b) => b.create)), summarize(cold.create), coldName)
     row('pool.burst.usable', sec, '… back-to-back create → first command done, all', 'ms', summarize(burst.map((b) => b.usable)), summarize(cold.usable), coldName)
     row('pool.burst.wall', sec, `… wall time for ${2 * size} back-to-back create→first command`, 'ms', summarize(walls), null, '')
@@ -282,12 +315,20 @@ async function sectionConcurrent() {
 async function sectionCommands() {
   log(`commands: ${cfg.cmdN} × commands.run('true'), ${cfg.streamRuns} × ${cfg.streamMiB} MiB stdout`)
   const s = await createSandbox()
-  const runMs = [], rootMs = [], streamMs = []
+  const runMs = [], rootMs = [], streamMs = [], stubMs = []
+  let floor
   try {
+    floor = await clientFloor(serve, 'commands')
+    // Each beside the same call against a stand-in envd whose process
+    // ends at once: the client's own share of a command.
+    const stub = await Sandbox.create({ ...floor.opts, timeoutMs: 3_600_000 })
     for (let i = -10; i < cfg.cmdN; i++) {
-      const t0 = performance.now()
+      let t0 = performance.now()
       await s.commands.run('true')
       if (i >= 0) runMs.push(performance.now() - t0)
+      t0 = performance.now()
+      await stub.commands.run('true')
+      if (i >= 0) stubMs.push(performance.now() - t0)
     }
     for (let i = -5; i < Math.min(cfg.cmdN, 100); i++) {
       const t0 = performance.now()
@@ -304,10 +345,12 @@ async function sectionCommands() {
       if (i >= 0) streamMs.push(ms)
     }
   } finally {
+    await floor?.stop()
     await kill(s)
   }
   const host = await pb.run(['exec', '--n', String(cfg.cmdN), '--stream-mib', String(cfg.streamMiB), '--stream-runs', String(Math.max(cfg.streamRuns, 3))])
   row('commands.true', 'commands', 'commands.run("true") (default user, `bash -l -c`)', 'ms', summarize(runMs), summarize(host.samples.true), 'host fork+exec of `true`')
+  row('commands.floor', 'commands', '… the same, beside the SDK against a stand-in envd whose process ends at once (the client\'s floor: Node, the SDK, loopback HTTP; interleaved)', 'ms', summarize(runMs), summarize(stubMs), 'commands.run("true") against `pbench apistub` (Connect stream: start, end)')
   row('commands.root', 'commands', 'commands.run("true", {user:"root"})', 'ms', summarize(rootMs), summarize(host.samples.bash_l_true), 'host fork+exec of `bash -l -c true` (no dotfiles)')
   row('commands.hostbash', 'commands', '(host reference) `bash -c true`', 'ms', summarize(host.samples.bash_c_true), summarize(host.samples.true), 'host fork+exec of `true`')
   const bytes = cfg.streamMiB << 20

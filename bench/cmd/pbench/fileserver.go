@@ -101,16 +101,26 @@ func runFileServer(args []string) (*result, error) {
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", *listen)
-	if err != nil {
+	srv := &http.Server{Handler: fileServer{dir: *dir}, ReadHeaderTimeout: 10 * time.Second}
+	if err := serveUntilStdinCloses(srv, *listen); err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: fileServer{dir: *dir}, ReadHeaderTimeout: 10 * time.Second}
+	return nil, os.RemoveAll(*dir)
+}
+
+// serveUntilStdinCloses serves srv on a new listener at addr: it prints
+// {"addr": ...} on stdout for the driver, which stops the server by
+// closing stdin.
+func serveUntilStdinCloses(srv *http.Server, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	// The driver reads the address, and closes stdin to stop the server.
 	if err := json.NewEncoder(os.Stdout).Encode(map[string]string{"addr": l.Addr().String()}); err != nil {
-		return nil, err
+		_ = srv.Close()
+		return err
 	}
 	stdinClosed := make(chan struct{})
 	go func() {
@@ -119,9 +129,8 @@ func runFileServer(args []string) (*result, error) {
 	}()
 	select {
 	case <-stdinClosed:
+		return srv.Close()
 	case err := <-errc:
-		return nil, err
+		return err
 	}
-	_ = srv.Close()
-	return nil, os.RemoveAll(*dir)
 }

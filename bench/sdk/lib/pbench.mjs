@@ -34,8 +34,22 @@ export class PBench {
 
   /** Starts `pbench fileserver`; resolves to {addr, stop()}. */
   fileServer(dir) {
+    return this.server(['fileserver', '--dir', dir])
+  }
+
+  /**
+   * Starts `pbench apistub` answering creates with the JSON in bodyFile;
+   * resolves to {addr, stop()}.
+   */
+  apiStub(bodyFile) {
+    return this.server(['apistub', '--body-file', bodyFile])
+  }
+
+  /** Starts a pbench server that prints {addr} and stops when stdin closes. */
+  server(args) {
+    this.log(`pbench ${args.join(' ')}`)
     return new Promise((resolve, reject) => {
-      const p = spawn(this.bin, ['fileserver', '--dir', dir], { stdio: ['pipe', 'pipe', 'inherit'] })
+      const p = spawn(this.bin, args, { stdio: ['pipe', 'pipe', 'inherit'] })
       const exited = new Promise((r) => p.once('exit', r))
       p.once('error', reject)
       const rl = readline.createInterface({ input: p.stdout })
@@ -49,7 +63,7 @@ export class PBench {
           },
         })
       })
-      p.once('exit', (code) => reject(new Error(`pbench fileserver exited (${code}) before serving`)))
+      p.once('exit', (code) => reject(new Error(`pbench ${args[0]} exited (${code}) before serving`)))
     })
   }
 }

@@ -96,10 +96,25 @@ function targets(rows, extra) {
     t('create→usable p50 ≤ 50 ms (cold)', fmtMs(cu.paddock.p50), cu.paddock.p50 <= 50)
     t('create→usable p99 ≤ 120 ms (cold)', fmtMs(cu.paddock.p99), cu.paddock.p99 <= 120)
   } else t('create→usable (cold)', '–', null)
+  const pf = find(rows, 'pool.floor'), cf = find(rows, 'commands.floor')
+  if (cu && pf?.baseline && cf?.baseline) {
+    // The floor has no client: take out what the SDK itself costs here.
+    const client = pf.baseline.p50 + cf.baseline.p50
+    const r = (cu.paddock.p50 - client) / cu.baseline.p50
+    t('(context) create→usable less the client\'s own cost (the SDK\'s create + commands.run against the stand-in) ≤ 1.3× floor', `${fmtMs(cu.paddock.p50)} − ${fmtMs(client)} = ${fmtMs(cu.paddock.p50 - client)} vs floor ${fmtMs(cu.baseline.p50)} = ${r.toFixed(2)}×`, r <= 1.3)
+  }
+  // Beside each: the client's floor, the same SDK call against a stand-in
+  // that answers at once (pbench apistub); what is above it is the server's.
+  const withFloor = (f, what) => (f?.baseline ? [`the SDK against ${what}: ${fmtMs(f.baseline.p50)}, so Paddock's share is ${fmtMs(f.paddock.p50 - f.baseline.p50)}`] : [])
+  const paren = (parts) => (parts.length ? ` (${parts.join('; ')})` : '')
   const pc = find(rows, 'pool.create')
-  t('warm pool: create p50 ≤ 5 ms', pc?.paddock ? `${fmtMs(pc.paddock.p50)} (p99 ${fmtMs(pc.paddock.p99)}; cold ${fmtMs(pc.baseline?.p50)})` : 'not measured (BENCH_ONLY without pool)', pc?.paddock ? pc.paddock.p50 <= 5 : null)
-  const cmd = find(rows, 'commands.true')
-  t('commands.run("true") through the proxy p50 ≤ 5 ms', cmd ? fmtMs(cmd.paddock.p50) : '–', cmd ? cmd.paddock.p50 <= 5 : null)
+  t('warm pool: create p50 ≤ 5 ms', pc?.paddock
+    ? `${fmtMs(pc.paddock.p50)}${paren([`p99 ${fmtMs(pc.paddock.p99)}`, `cold ${fmtMs(pc.baseline?.p50)}`, ...withFloor(find(rows, 'pool.floor'), 'a stand-in answering at once')])}`
+    : 'not measured (BENCH_ONLY without pool)', pc?.paddock ? pc.paddock.p50 <= 5 : null)
+  const cmd = find(rows, 'commands.true'), hb = find(rows, 'commands.hostbash')
+  t('commands.run("true") through the proxy p50 ≤ 5 ms', cmd
+    ? `${fmtMs(cmd.paddock.p50)}${paren([...withFloor(find(rows, 'commands.floor'), 'a stand-in envd whose process ends at once'), ...(hb ? [`host fork+exec of \`bash -c true\`: ${fmtMs(hb.paddock.p50)}`] : [])])}`
+    : '–', cmd ? cmd.paddock.p50 <= 5 : null)
   if (extra.proxy) {
     t('proxy overhead ≤ 0.5 ms p50 (process.Start `/bin/true`, streamed, proxy − direct)', `${fmtMs(extra.proxy.exec)} (a bare TCP relay: ${fmtMs(extra.proxy.relayExec)})`, extra.proxy.exec <= 0.5)
     t('proxy overhead ≤ 0.5 ms p50 (process.List, unary, proxy − direct)', `${fmtMs(extra.proxy.list)} (a bare TCP relay: ${fmtMs(extra.proxy.relayList)})`, extra.proxy.list <= 0.5)
@@ -200,6 +215,7 @@ export function writeReport({ file, facts, cfg, rows, extra, command, failed }) 
   L.push('- **Go file server**: `pbench fileserver` on loopback storing into the data dir\'s filesystem; the same multipart upload / GET done with Node\'s fetch, as the SDK does.')
   L.push('- **envd direct**: a Go Connect client dialling envd inside the sandbox\'s netns (what the proxy dials) vs the same client through `paddock serve` with E2b-Sandbox-Id/Port headers.')
   L.push('- **bare TCP relay**: the same client through a loopback listener in pbench that copies bytes both ways (io.Copy, spliced by the kernel) to the same netns dial: what any proxy process costs at least.')
+  L.push('- **client\'s floor** (`pbench apistub`): the same SDK calls against a static loopback Go server that answers at once: `POST /v2/sandboxes` with a real create response of the serve, envd\'s `process.Start` with a start event and an exit-0 end event. What Node, the SDK and loopback HTTP cost on their own; whatever Paddock measures above it is the server\'s.')
   L.push('- **static Go server**: the control-plane load generator against a loopback Go server returning the same response bytes (the HTTP floor of the load generator on this machine).')
   L.push('- **idle floor** (`pbench idle`): libcontainer containers running `sleep infinity` with the same config; memory and kill+cleanup time per container.')
   L.push('')
