@@ -214,7 +214,7 @@ async function sectionPool() {
     log(`pool: serve --pool-size ${size} full after ${(refill / 1000).toFixed(1)} s more; ${cfg.poolN} sequential creates from it (+3 warm-up), each beside a cold one`)
     const pool = { create: [], usable: [], first: [], refill: [] }
     const cold = { create: [], usable: [], first: [] }
-    const stub = { create: [], first: [], burst: [] }
+    const stub = { create: [], burst: [] }
     const seqIds = []
     const burst = [] // {id, create}
     const walls = []
@@ -236,7 +236,7 @@ async function sectionPool() {
         if (i < 0) continue
         seqIds.push(p.s.sandboxId)
         for (const k of ['create', 'usable', 'first']) cold[k].push(c[k]), pool[k].push(p[k])
-        stub.create.push(f.create), stub.first.push(f.first)
+        stub.create.push(f.create)
       }
       log(`pool: ${cfg.poolRounds} rounds of ${2 * size} back-to-back creates`)
       for (let r = 0; r < cfg.poolRounds; r++) {

@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	subcommands["apistub"] = subcommand{"static loopback stand-in for Paddock (the client's floor): POST /v2/sandboxes and /sandboxes answer --body at once, envd's process.Start ends at once; runs until stdin closes", runAPIStub}
+	subcommands["apistub"] = subcommand{"static loopback stand-in for Paddock (the client's floor): POST /v2/sandboxes and /sandboxes answer the --body-file JSON at once, envd's process.Start ends at once; runs until stdin closes", runAPIStub}
 }
 
 // apiStub answers what the E2B SDK asks when it creates a sandbox and runs

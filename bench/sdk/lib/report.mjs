@@ -109,11 +109,11 @@ function targets(rows, extra) {
   const paren = (parts) => (parts.length ? ` (${parts.join('; ')})` : '')
   const pc = find(rows, 'pool.create')
   t('warm pool: create p50 ≤ 5 ms', pc?.paddock
-    ? `${fmtMs(pc.paddock.p50)}${paren([`p99 ${fmtMs(pc.paddock.p99)}`, `cold ${fmtMs(pc.baseline?.p50)}`, ...withFloor(find(rows, 'pool.floor'), 'a stand-in answering at once')])}`
+    ? `${fmtMs(pc.paddock.p50)}${paren([`p99 ${fmtMs(pc.paddock.p99)}`, `cold ${fmtMs(pc.baseline?.p50)}`, ...withFloor(pf, 'a stand-in answering at once')])}`
     : 'not measured (BENCH_ONLY without pool)', pc?.paddock ? pc.paddock.p50 <= 5 : null)
   const cmd = find(rows, 'commands.true'), hb = find(rows, 'commands.hostbash')
   t('commands.run("true") through the proxy p50 ≤ 5 ms', cmd
-    ? `${fmtMs(cmd.paddock.p50)}${paren([...withFloor(find(rows, 'commands.floor'), 'a stand-in envd whose process ends at once'), ...(hb ? [`host fork+exec of \`bash -c true\`: ${fmtMs(hb.paddock.p50)}`] : [])])}`
+    ? `${fmtMs(cmd.paddock.p50)}${paren([...withFloor(cf, 'a stand-in envd whose process ends at once'), ...(hb ? [`host fork+exec of \`bash -c true\`: ${fmtMs(hb.paddock.p50)}`] : [])])}`
     : '–', cmd ? cmd.paddock.p50 <= 5 : null)
   if (extra.proxy) {
     t('proxy overhead ≤ 0.5 ms p50 (process.Start `/bin/true`, streamed, proxy − direct)', `${fmtMs(extra.proxy.exec)} (a bare TCP relay: ${fmtMs(extra.proxy.relayExec)})`, extra.proxy.exec <= 0.5)

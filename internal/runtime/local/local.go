@@ -100,8 +100,8 @@ type Config struct {
 	// (cmd/paddock-init), embedded by `make build`. When set, every
 	// container init this process starts becomes it before any Go code of
 	// this binary runs (package initexe), which makes each create 10–25 ms
-	// faster on a small VM. Empty: this binary is its own container init. One process can
-	// publish only one init binary (package initexe).
+	// faster on a small VM. Empty: this binary is its own container init.
+	// One process can publish only one init binary.
 	InitBinary []byte
 	// CRIU is the criu binary (or wrapper) memory checkpoints run; it must be
 	// named criu, and its directory is put first on this process's PATH
