@@ -24,7 +24,7 @@ function parseLine(line) {
   return out
 }
 
-const runtimeKeys = ['overlay', 'network', 'config', 'container']
+const runtimeKeys = ['overlay', 'network', 'networkWait', 'config', 'container']
 const serviceKeys = ['resolve', 'recordWrite', 'runtime', 'envd', 'init', 'update', 'total']
 
 /**
@@ -47,10 +47,11 @@ export function parsePhases(text, ids) {
     ['template resolve', col((p) => p.resolve)],
     ['record write (creating), alongside runtime.Create (not in the total)', col((p) => p.recordWrite)],
     ['runtime.Create: overlay mount', col((p) => p.overlay)],
-    ['runtime.Create: network attach (netns, veth, addr, route)', col((p) => p.network)],
+    ['runtime.Create: network attach (netns, veth, addr, route), alongside the overlay mount (not in the total)', col((p) => p.network)],
+    ['runtime.Create: waiting for the network after the overlay', col((p) => p.networkWait ?? p.network)],
     ['runtime.Create: /etc files, sysfs, libcontainer config (seccomp)', col((p) => p.config)],
     ['runtime.Create: libcontainer Create + Run (envd exec)', col((p) => p.container)],
-    ['runtime.Create: rest (meta, checks, log file)', col((p) => p.runtime - p.overlay - p.network - p.config - p.container)],
+    ['runtime.Create: rest (meta, checks, log file)', col((p) => p.runtime - p.overlay - (p.networkWait ?? p.network) - p.config - p.container)],
     ['envd ready (first /health 204)', col((p) => p.envd)],
     ['POST /init', col((p) => p.init)],
     ['record update (running)', col((p) => p.update)],

@@ -362,19 +362,33 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	if err := ctx.Err(); err != nil {
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
-	rootfs, err := mountRootfs(r.dir(id), spec.Layers)
-	if err != nil {
-		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
+	// The network (netns, veth, address, routes: mostly netlink round
+	// trips) is attached while the overlay is mounted; nothing of either
+	// depends on the other. The rollback above runs only after both ended.
+	type attached struct {
+		ep  *network.Endpoint
+		err error
+		at  time.Time
 	}
-	tOverlay := time.Now()
-
-	var ep *network.Endpoint
+	netDone := make(chan attached, 1)
 	if r.cfg.Network != nil {
-		ep, err = r.cfg.Network.Attach(ctx, id, network.Options{Internet: spec.Network.Internet})
-		if err != nil {
-			return runtime.Info{}, fmt.Errorf("create sandbox %s: attach network: %w", id, err)
-		}
+		go func() {
+			ep, err := r.cfg.Network.Attach(ctx, id, network.Options{Internet: spec.Network.Internet})
+			netDone <- attached{ep: ep, err: err, at: time.Now()}
+		}()
+	} else {
+		netDone <- attached{at: time.Now()}
 	}
+	rootfs, mountErr := mountRootfs(r.dir(id), spec.Layers)
+	tOverlay := time.Now()
+	nw := <-netDone
+	if mountErr != nil {
+		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, mountErr)
+	}
+	if nw.err != nil {
+		return runtime.Info{}, fmt.Errorf("create sandbox %s: attach network: %w", id, nw.err)
+	}
+	ep := nw.ep
 	tNet := time.Now()
 
 	hostname := spec.Hostname
@@ -452,8 +466,8 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	}
 	r.watch(id, proc)
 	tRun := time.Now()
-	r.log.Debug("sandbox created", "sandbox", id, "overlay", tOverlay.Sub(t0), "network", tNet.Sub(tOverlay),
-		"config", tConfig.Sub(tNet), "container", tRun.Sub(tConfig))
+	r.log.Debug("sandbox created", "sandbox", id, "overlay", tOverlay.Sub(t0), "network", nw.at.Sub(t0),
+		"networkWait", tNet.Sub(tOverlay), "config", tConfig.Sub(tNet), "container", tRun.Sub(tConfig))
 
 	info = runtime.Info{ID: id, State: runtime.StateRunning, CreatedAt: m.CreatedAt, Labels: copyLabels(spec.Labels),
 		Layers: slices.Clone(spec.Layers)}

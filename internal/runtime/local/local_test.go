@@ -832,11 +832,6 @@ func TestCompat32Bit(t *testing.T) {
 // TestCreateRollback: a create failing late (envd cannot start) leaves
 // nothing behind: no container, cgroup, mount, network endpoint or dir.
 func TestCreateRollback(t *testing.T) {
-	t.Run("NoNetwork", func(t *testing.T) { testCreateRollback(t, newDriver(nil)) })
-	t.Run("Network", func(t *testing.T) { testCreateRollback(t, newNetDriver(t)) })
-}
-
-func testCreateRollback(t *testing.T, d *driver) {
 	// A top layer whose /etc is a file: libcontainer cannot mount
 	// /etc/hostname and fails after the overlay, network, cgroups and the
 	// container's state were made.
@@ -847,6 +842,16 @@ func testCreateRollback(t *testing.T, d *driver) {
 	if err := os.WriteFile(filepath.Join(broken, "etc"), []byte("not a dir"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t.Run("NoNetwork", func(t *testing.T) { testCreateRollback(t, newDriver(nil), broken, "start envd") })
+	t.Run("Network", func(t *testing.T) { testCreateRollback(t, newNetDriver(t), broken, "start envd") })
+	// A layer overlayfs refuses (procfs): the mount fails while the network
+	// is being attached alongside it, which must be undone too.
+	t.Run("MountFailsNetwork", func(t *testing.T) { testCreateRollback(t, newNetDriver(t), "/proc/sys", "overlay") })
+}
+
+// testCreateRollback creates a sandbox with the extra top layer broken,
+// expects an error containing want and checks that nothing is left.
+func testCreateRollback(t *testing.T, d *driver, broken, want string) {
 	root := newRoot(t)
 	rt := d.open(t, root, nil)
 	defer rt.Close()
@@ -865,8 +870,8 @@ func testCreateRollback(t *testing.T, d *driver) {
 	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: append(slices.Clone(layers), broken)}); err == nil {
 		rt.Destroy(ctx, id)
 		t.Fatal("Create with a broken layer succeeded")
-	} else if !strings.Contains(err.Error(), "start envd") {
-		t.Errorf("Create failed before starting the container: %v", err)
+	} else if !strings.Contains(err.Error(), want) {
+		t.Errorf("Create failed, but not with %q: %v", want, err)
 	} else {
 		t.Logf("Create failed as expected: %v", err)
 	}
