@@ -171,7 +171,7 @@ func (r *Runtime) checkpoint(ctx context.Context, id string, opts runtime.Checkp
 	// From here the sandbox is checkpointed: a crash below leaves a stopped
 	// container or mounts, which Restore and Destroy clear.
 	m.Checkpoint = cp
-	if err := writeMeta(dir, m); err != nil {
+	if err := writeMeta(dir, m, true); err != nil {
 		return err
 	}
 	return r.release(ctx, id)
@@ -257,7 +257,7 @@ func (r *Runtime) restore(ctx context.Context, id string, opts runtime.RestoreOp
 	}
 	r.log.Debug("sandbox restored", "sandbox", id, "memory", memory, "ms", time.Since(t0).Milliseconds())
 	m.Checkpoint = nil
-	if err := writeMeta(dir, m); err != nil {
+	if err := writeMeta(dir, m, true); err != nil {
 		return err
 	}
 	return os.RemoveAll(filepath.Join(dir, "checkpoint"))
@@ -626,7 +626,7 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, spec runtime.Spec, dir
 		ID: id, CreatedAt: time.Now().UTC(), Labels: spec.Labels, Layers: spec.Layers,
 		Hostname: spec.Hostname, Resources: spec.Resources, Internet: spec.Network.Internet,
 	}
-	if err := writeMeta(r.dir(id), m); err != nil {
+	if err := writeMeta(r.dir(id), m, false); err != nil {
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	for _, d := range []string{"upper", "work", "rootfs"} {

@@ -356,7 +356,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	t0 := time.Now()
 	m := meta{ID: id, CreatedAt: t0.UTC(), Labels: spec.Labels, Layers: spec.Layers,
 		Hostname: spec.Hostname, Resources: spec.Resources, Internet: spec.Network.Internet}
-	if err := writeMeta(r.dir(id), m); err != nil {
+	if err := writeMeta(r.dir(id), m, false); err != nil {
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	if err := ctx.Err(); err != nil {

@@ -771,6 +771,27 @@ func TestStoppedAndHalfCreated(t *testing.T) {
 		t.Errorf("traces: %v", tr)
 	}
 
+	// A dir whose metadata is torn (empty), as after a host crash: the meta
+	// of a running sandbox is written without an fsync.
+	torn := conformance.NewID()
+	td := filepath.Join(root, "sandboxes", torn)
+	if err := os.MkdirAll(filepath.Join(td, "upper"), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(td, "meta.json"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	info, err := rt.Inspect(ctx, torn)
+	if err != nil || info.State != runtime.StateStopped {
+		t.Errorf("Inspect with torn metadata: %+v, %v; want stopped", info, err)
+	}
+	if err := rt.Destroy(ctx, torn); err != nil {
+		t.Fatalf("Destroy with torn metadata: %v", err)
+	}
+	if tr := d.traces(t, rt, torn); len(tr) > 0 {
+		t.Errorf("traces: %v", tr)
+	}
+
 	// A running container whose metadata is gone.
 	bare := conformance.NewID()
 	if _, err := rt.Create(ctx, runtime.Spec{ID: bare, Layers: layers, Labels: map[string]string{"a": "b"}}); err != nil {
@@ -779,7 +800,7 @@ func TestStoppedAndHalfCreated(t *testing.T) {
 	if err := os.Remove(filepath.Join(root, "sandboxes", bare, "meta.json")); err != nil {
 		t.Fatal(err)
 	}
-	info, err := rt.Inspect(ctx, bare)
+	info, err = rt.Inspect(ctx, bare)
 	if err != nil || info.State != runtime.StateRunning || len(info.Labels) != 0 || info.CreatedAt.IsZero() {
 		t.Errorf("Inspect without metadata: %+v, %v; want running, no labels, a creation time", info, err)
 	}

@@ -27,8 +27,12 @@ type meta struct {
 	Checkpoint *checkpointMeta `json:"checkpoint,omitempty"`
 }
 
-// writeMeta writes dir/meta.json atomically (temp file, fsync, rename).
-func writeMeta(dir string, m meta) error {
+// writeMeta writes dir/meta.json atomically (temp file, rename), with an
+// fsync before the rename when durable. The meta of a running sandbox need
+// not be durable: its processes, mounts and network do not survive a host
+// crash either, and a sandbox dir whose meta is missing or torn is
+// reported stopped, to be reaped. A checkpointed sandbox's meta must be.
+func writeMeta(dir string, m meta, durable bool) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", metaName, err)
@@ -39,7 +43,7 @@ func writeMeta(dir string, m meta) error {
 	}
 	tmp := f.Name()
 	_, err = f.Write(b)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
