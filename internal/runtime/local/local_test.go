@@ -850,7 +850,8 @@ func TestCompat32Bit(t *testing.T) {
 	}
 }
 
-// TestCreateRollback: a create failing late (envd cannot start) leaves
+// TestCreateRollback: a create failing late (envd cannot start) or early
+// (the overlay mount, while the network is attached alongside) leaves
 // nothing behind: no container, cgroup, mount, network endpoint or dir.
 func TestCreateRollback(t *testing.T) {
 	// A top layer whose /etc is a file: libcontainer cannot mount
