@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -187,12 +188,20 @@ func runServe(args []string) error {
 	defer templates.wait(stopBuilds)
 
 	node, _ := os.Hostname()
+	// The proxy is built on the sandbox service; the service tells it of
+	// each sandbox that starts running (Running) once both exist.
+	var dataPlane atomic.Pointer[proxy.Proxy]
 	svc, err := sandbox.New(sandbox.Config{
 		Runtime: rt, Store: st, Templates: templates, Secret: secret,
 		Domain: ing.sdkDomain, Node: node, MaxTimeout: f.maxTimeout,
 		NewID: auth.NewSandboxID, Logger: log.With("component", "sandbox"),
 		SnapshotDir: filepath.Join(dataDir, "snapshots"),
 		PoolSize:    f.poolSize, Pools: pools, PoolTeam: auth.DefaultTeam,
+		Running: func(id string) {
+			if px := dataPlane.Load(); px != nil {
+				px.Preconnect(id)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -221,6 +230,7 @@ func runServe(args []string) error {
 	})
 	px := proxy.New(proxy.Config{Domain: f.domain, Sandboxes: proxyAdapter{svc}, Logger: log.With("component", "proxy")})
 	defer px.Close()
+	dataPlane.Store(px)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if px.Match(r) {
 			px.ServeHTTP(w, r)

@@ -86,6 +86,14 @@ type Proxy struct {
 	rp  *httputil.ReverseProxy
 	tr  *http.Transport // the ReverseProxy's: other ports, and what up does not take
 	up  *upstream       // forwardEnvd's: ordinary requests to envd
+
+	// Preconnect's dials: they end by themselves within preconnectWait;
+	// Close cancels them and waits.
+	bgMu     sync.Mutex
+	bgClosed bool
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
 
 // blockedEnvdPaths are envd's control routes, reachable only from Paddock.
@@ -109,6 +117,7 @@ func New(cfg Config) *Proxy {
 		log = slog.Default()
 	}
 	p := &Proxy{cfg: cfg, log: log}
+	p.bgCtx, p.bgCancel = context.WithCancel(context.Background())
 	p.tr = &http.Transport{
 		DialContext:           p.dial,
 		MaxIdleConnsPerHost:   32,
@@ -483,9 +492,47 @@ func FileSignature(path, operation, username, token string, expiration *int64) s
 	return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
+// preconnectWait bounds one Preconnect dial.
+const preconnectWait = 2 * time.Second
+
+// Preconnect opens a connection to envd in sandbox id in the background and
+// keeps it for the first request there, so that the first request does not
+// pay for the dial into the sandbox's network namespace and envd's accept.
+// The sandbox service calls it when a sandbox starts running: the client's
+// first command usually follows within milliseconds. Best effort: a
+// failure only leaves the first request to dial as usual.
+func (p *Proxy) Preconnect(id string) {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.bgClosed {
+		return
+	}
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		ctx, cancel := context.WithTimeout(p.bgCtx, preconnectWait)
+		defer cancel()
+		route, err := p.cfg.Sandboxes.Route(ctx, id)
+		if err != nil {
+			return
+		}
+		conn, err := route.Dial(ctx, EnvdPort)
+		if err != nil {
+			p.log.Debug("proxy preconnect", "sandbox", id, "err", err)
+			return
+		}
+		p.up.put(newUpConn(id+":"+strconv.Itoa(EnvdPort), conn))
+	}()
+}
+
 // Close drops idle upstream connections and stops checking them; requests
 // after it do not keep theirs.
 func (p *Proxy) Close() {
+	p.bgMu.Lock()
+	p.bgClosed = true
+	p.bgMu.Unlock()
+	p.bgCancel()
+	p.bg.Wait()
 	p.up.closeIdle(true)
 	p.tr.CloseIdleConnections()
 }

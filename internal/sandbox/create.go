@@ -104,6 +104,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	ctx, cancel := context.WithTimeout(ctx, createTimeout)
 	defer cancel()
 	if rec, ok := s.takePooled(ctx, req, tpl); ok {
+		s.running(rec.ID)
 		return rec, nil
 	}
 
@@ -160,7 +161,15 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Record, error)
 	ph.log(s.log, rec.ID)
 	s.event(rec.ID, "sandbox created", "templateID", rec.TemplateID)
 	s.log.Info("sandbox created", "sandbox", rec.ID, "template", rec.TemplateID, "team", rec.Team, "ms", s.now().Sub(now).Milliseconds())
+	s.running(rec.ID)
 	return rec, nil
+}
+
+// running tells Config.Running that sandbox id now runs for a client.
+func (s *Service) running(id string) {
+	if s.cfg.Running != nil {
+		s.cfg.Running(id)
+	}
 }
 
 // start creates the runtime sandbox, waits for envd and initialises it.

@@ -344,6 +344,7 @@ func (s *Service) doResume(ctx context.Context, id string, opts ResumeOptions) e
 	}
 	s.event(id, "sandbox resumed", "how", how)
 	s.log.Info("sandbox resumed", "sandbox", id, "how", how, "ms", s.now().Sub(t0).Milliseconds())
+	s.running(id)
 	return nil
 }
 

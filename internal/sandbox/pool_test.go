@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -596,5 +597,27 @@ func TestPoolConfig(t *testing.T) {
 		if err == nil && s.PoolStatus() != c.want {
 			t.Errorf("size %d pools %v: status %q, want %q", c.size, c.pools, s.PoolStatus(), c.want)
 		}
+	}
+}
+
+// A take tells Config.Running of the sandbox it hands out; filling the pool
+// tells it of nothing.
+func TestPoolTakeTellsRunning(t *testing.T) {
+	var heard idRecorder
+	s := newPoolService(t, newFakeRuntime(), filepath.Join(t.TempDir(), "db"), nil, 1,
+		func(s *Service) { s.cfg.Running = heard.add })
+	pooled := waitPool(t, s, 1)
+	if got := heard.got(); len(got) != 0 {
+		t.Fatalf("filling the pool told Running of %v", got)
+	}
+	rec, err := s.Create(context.Background(), CreateRequest{Team: "t", Template: "base", Timeout: time.Minute, Secure: true, Internet: true, PublicTraffic: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pooled[rec.ID] {
+		t.Fatalf("create was cold: %s not in %v", rec.ID, pooled)
+	}
+	if got := heard.got(); !slices.Equal(got, []string{rec.ID}) {
+		t.Fatalf("Running heard %v, want [%s]", got, rec.ID)
 	}
 }

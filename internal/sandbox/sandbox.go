@@ -141,6 +141,13 @@ type Config struct {
 	// PoolTeam is the team pooled templates are resolved as (its private
 	// templates can be pooled too); creates resolve as their own team.
 	PoolTeam string
+
+	// Running, when set, is called with a sandbox's ID each time one starts
+	// running for a client (created cold, from the pool or from a snapshot,
+	// or resumed), just before the call that did it returns. It must not
+	// block: the data plane uses it to open the connection the client's
+	// next request will use while the response is on its way.
+	Running func(id string)
 }
 
 // Service runs the sandbox lifecycle. Create it with New, start its

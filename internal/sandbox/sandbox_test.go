@@ -640,3 +640,51 @@ func TestRecoveryAdoptsAndReaps(t *testing.T) {
 	}
 	_ = http.StatusOK
 }
+
+// idRecorder records the IDs Config.Running is called with.
+type idRecorder struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (r *idRecorder) add(id string) { r.mu.Lock(); r.ids = append(r.ids, id); r.mu.Unlock() }
+
+func (r *idRecorder) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ids)
+}
+
+// Config.Running hears of every sandbox that starts running for a client:
+// a cold create and a resume, each once; not of a failed create or a pause.
+// (Pool takes: TestPoolTakeTellsRunning.)
+func TestRunningHook(t *testing.T) {
+	rt := newFakeRuntime()
+	s := newTestService(t, rt, filepath.Join(t.TempDir(), "db"), nil)
+	var heard idRecorder
+	s.cfg.Running = heard.add
+	ctx := context.Background()
+	rec, err := s.Create(ctx, CreateRequest{Team: "t", Template: "base", Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := heard.got(); !slices.Equal(got, []string{rec.ID}) {
+		t.Fatalf("after a create: Running heard %v, want [%s]", got, rec.ID)
+	}
+	rt.failNext.Store(true)
+	if _, err := s.Create(ctx, CreateRequest{Team: "t", Template: "base", Timeout: time.Minute}); err == nil {
+		t.Fatal("injected runtime failure not reported")
+	}
+	if _, err := s.Pause(ctx, "t", rec.ID, PauseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := heard.got(); len(got) != 1 {
+		t.Fatalf("after a failed create and a pause: Running heard %v, want only [%s]", got, rec.ID)
+	}
+	if _, resumed, err := s.Connect(ctx, "t", rec.ID, time.Minute, ResumeOptions{}); err != nil || !resumed {
+		t.Fatalf("connect to paused: resumed=%v err=%v", resumed, err)
+	}
+	if got := heard.got(); !slices.Equal(got, []string{rec.ID, rec.ID}) {
+		t.Fatalf("after a resume: Running heard %v, want [%s %s]", got, rec.ID, rec.ID)
+	}
+}

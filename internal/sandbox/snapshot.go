@@ -407,6 +407,7 @@ func (s *Service) createFromSnapshot(ctx context.Context, req CreateRequest, sn 
 	s.track(rec)
 	s.event(rec.ID, "sandbox created from snapshot", "snapshotID", sn.SnapshotID())
 	s.log.Info("sandbox created from snapshot", "sandbox", rec.ID, "snapshot", sn.ID, "team", rec.Team, "ms", s.now().Sub(now).Milliseconds())
+	s.running(rec.ID)
 	return rec, nil
 }
 
