@@ -190,8 +190,10 @@ func runServe(args []string) error {
 	node, _ := os.Hostname()
 	// The proxy is built on the sandbox service; the service tells it of
 	// each sandbox that starts running (Running) once both exist.
+	// Its dial reaches the sandbox as it is: Route would resume a paused one.
 	var dataPlane atomic.Pointer[proxy.Proxy]
-	svc, err := sandbox.New(sandbox.Config{
+	var svc *sandbox.Service
+	svc, err = sandbox.New(sandbox.Config{
 		Runtime: rt, Store: st, Templates: templates, Secret: secret,
 		Domain: ing.sdkDomain, Node: node, MaxTimeout: f.maxTimeout,
 		NewID: auth.NewSandboxID, Logger: log.With("component", "sandbox"),
@@ -199,7 +201,7 @@ func runServe(args []string) error {
 		PoolSize:    f.poolSize, Pools: pools, PoolTeam: auth.DefaultTeam,
 		Running: func(id string) {
 			if px := dataPlane.Load(); px != nil {
-				px.Preconnect(id)
+				px.Preconnect(id, func(ctx context.Context, port int) (net.Conn, error) { return svc.Dial(ctx, id, port) })
 			}
 		},
 	})

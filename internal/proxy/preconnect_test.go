@@ -13,7 +13,7 @@ import (
 )
 
 // countingSandboxes routes every known sandbox's envd to one test server
-// and counts the dials.
+// and counts the dials (Route's and Preconnect's).
 type countingSandboxes struct {
 	addr  string
 	known map[string]bool
@@ -26,11 +26,20 @@ func (c *countingSandboxes) Route(ctx context.Context, id string) (Route, error)
 	if !c.known[id] {
 		return Route{}, fmt.Errorf("%w: %s", ErrGone, id)
 	}
-	return Route{Dial: func(ctx context.Context, port int) (net.Conn, error) {
+	return Route{Dial: c.dialer(id)}, nil
+}
+
+// dialer dials envd of sandbox id, as the runtime would; an unknown
+// sandbox refuses.
+func (c *countingSandboxes) dialer(id string) func(ctx context.Context, port int) (net.Conn, error) {
+	return func(ctx context.Context, port int) (net.Conn, error) {
 		c.dials.Add(1)
+		if !c.known[id] {
+			return nil, fmt.Errorf("dial %s: no such sandbox", id)
+		}
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", c.addr)
-	}}, nil
+	}
 }
 
 // idleConns counts the proxy's idle upstream connections to id's envd.
@@ -41,8 +50,8 @@ func idleConns(p *Proxy, id string) int {
 }
 
 // Preconnect opens the connection the first request to a sandbox's envd
-// then uses: one dial and one connection at envd in all; a sandbox the
-// service does not route is not dialled, and after Close nothing is.
+// then uses: one dial and one connection at envd in all; a failed dial
+// leaves nothing, and after Close nothing is dialled.
 func TestPreconnect(t *testing.T) {
 	var accepted atomic.Int32
 	envd := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -59,12 +68,12 @@ func TestPreconnect(t *testing.T) {
 	p := New(Config{Domain: "paddock.test", Sandboxes: sbx})
 	srv, _ := serveProxy(t, p, false)
 
-	p.Preconnect("isba")
-	p.Preconnect("igone") // not routed: no dial
+	p.Preconnect("igone", sbx.dialer("igone")) // refused: nothing kept
+	p.Preconnect("isba", sbx.dialer("isba"))
 	deadline := time.Now().Add(5 * time.Second)
-	for idleConns(p, "isba") == 0 {
+	for idleConns(p, "isba") == 0 || sbx.dials.Load() < 2 {
 		if time.Now().After(deadline) {
-			t.Fatal("no idle connection to isba's envd 5 s after Preconnect")
+			t.Fatalf("5 s after two Preconnects: %d dials, %d idle connections to isba's envd", sbx.dials.Load(), idleConns(p, "isba"))
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -74,17 +83,19 @@ func TestPreconnect(t *testing.T) {
 			t.Fatalf("request %d: %d %q", i, res.StatusCode, body)
 		}
 	}
-	if n := sbx.dials.Load(); n != 1 {
-		t.Fatalf("%d dials for a preconnect and three requests, want 1", n)
+	if n := sbx.dials.Load(); n != 2 {
+		t.Fatalf("%d dials for two preconnects and three requests, want 2", n)
+	}
+	if n := idleConns(p, "igone"); n != 0 {
+		t.Fatalf("%d idle connections to a sandbox whose dial failed", n)
 	}
 	if n := accepted.Load(); n != 1 {
 		t.Fatalf("envd accepted %d connections, want 1 (the preconnected one)", n)
 	}
 
 	p.Close()
-	p.Preconnect("isba")
-	time.Sleep(50 * time.Millisecond)
-	if n := sbx.dials.Load(); n != 1 {
+	p.Preconnect("isba", sbx.dialer("isba"))
+	if n := sbx.dials.Load(); n != 2 {
 		t.Fatalf("Preconnect after Close dialled (%d dials)", n)
 	}
 }

@@ -495,13 +495,14 @@ func FileSignature(path, operation, username, token string, expiration *int64) s
 // preconnectWait bounds one Preconnect dial.
 const preconnectWait = 2 * time.Second
 
-// Preconnect opens a connection to envd in sandbox id in the background and
-// keeps it for the first request there, so that the first request does not
-// pay for the dial into the sandbox's network namespace and envd's accept.
-// The sandbox service calls it when a sandbox starts running: the client's
-// first command usually follows within milliseconds. Best effort: a
-// failure only leaves the first request to dial as usual.
-func (p *Proxy) Preconnect(id string) {
+// Preconnect opens a connection to envd in sandbox id with dial, in the
+// background, and keeps it for the first request there, so that the first
+// request does not pay for the dial into the sandbox's network namespace
+// and envd's accept. The sandbox service calls it when a sandbox starts
+// running: the client's first command usually follows within milliseconds.
+// dial reaches the sandbox as it is (unlike Route, it never resumes one).
+// Best effort: a failure only leaves the first request to dial as usual.
+func (p *Proxy) Preconnect(id string, dial func(ctx context.Context, port int) (net.Conn, error)) {
 	p.bgMu.Lock()
 	defer p.bgMu.Unlock()
 	if p.bgClosed {
@@ -512,11 +513,7 @@ func (p *Proxy) Preconnect(id string) {
 		defer p.bg.Done()
 		ctx, cancel := context.WithTimeout(p.bgCtx, preconnectWait)
 		defer cancel()
-		route, err := p.cfg.Sandboxes.Route(ctx, id)
-		if err != nil {
-			return
-		}
-		conn, err := route.Dial(ctx, EnvdPort)
+		conn, err := dial(ctx, EnvdPort)
 		if err != nil {
 			p.log.Debug("proxy preconnect", "sandbox", id, "err", err)
 			return
