@@ -142,7 +142,8 @@ type Stats struct {
 // concurrent use; operations on different IDs do not serialise.
 type Runtime interface {
 	// Create builds and starts a sandbox whose PID 1 is envd. It returns once
-	// the init process runs (envd may not be listening yet; callers poll
+	// the init process runs; envd may not be listening yet (the local
+	// runtime waits for envd's notice that it listens; callers still poll
 	// /health through Dial). On error nothing of the sandbox is left behind.
 	Create(ctx context.Context, spec Spec) (Info, error)
 	// Inspect returns a sandbox's info; ErrNotFound when it does not exist.

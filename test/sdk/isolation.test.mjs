@@ -129,7 +129,7 @@ describe('isolation', () => {
       assert.ok(!seen.some((p) => p.cmd.includes('paddock serve')), `the server is visible inside:\n${listing}`)
       const hostCount = spawnSync('sh', ['-c', 'ls -d /proc/[0-9]* | wc -l'], { encoding: 'utf8' }).stdout.trim()
       assert.ok(seen.length <= 8, `a fresh sandbox should see a handful of processes (envd, its commands), saw ${seen.length} (host has ${hostCount}):\n${listing}`)
-      assert.equal((await ok(a, "tr '\\0' ' ' < /proc/1/cmdline")).trim(), `${ENVD_CMD} --listen 0.0.0.0:49983`)
+      assert.equal((await ok(a, "tr '\\0' ' ' < /proc/1/cmdline")).trim(), `${ENVD_CMD} --listen 0.0.0.0:49983 --ready-fd 3`)
       const ps = await ok(a, 'ps -eo pid=,args=')
       assert.ok(!ps.includes(hostMarker) && !ps.includes(nbrMarker) && ps.includes(ownMarker), `ps inside:\n${ps}`)
     } finally {

@@ -24,7 +24,7 @@ function parseLine(line) {
   return out
 }
 
-const runtimeKeys = ['overlay', 'network', 'networkWait', 'config', 'container']
+const runtimeKeys = ['overlay', 'network', 'networkWait', 'config', 'container', 'envdListen']
 const serviceKeys = ['resolve', 'recordWrite', 'runtime', 'envd', 'init', 'update', 'total']
 
 /**
@@ -51,8 +51,9 @@ export function parsePhases(text, ids) {
     ['runtime.Create: waiting for the network after the overlay', col((p) => p.networkWait ?? p.network)],
     ['runtime.Create: /etc files, sysfs, libcontainer config (seccomp)', col((p) => p.config)],
     ['runtime.Create: libcontainer Create + Run (envd exec)', col((p) => p.container)],
-    ['runtime.Create: rest (checks, sandbox dir, log file)', col((p) => p.runtime - p.overlay - (p.networkWait ?? p.network) - p.config - p.container)],
-    ['envd ready (first /health 204)', col((p) => p.envd)],
+    ['runtime.Create: envd start, until its notice that it listens', col((p) => p.envdListen ?? NaN)],
+    ['runtime.Create: rest (checks, sandbox dir, log file)', col((p) => p.runtime - p.overlay - (p.networkWait ?? p.network) - p.config - p.container - (p.envdListen ?? 0))],
+    ['envd ready (first /health 204; before envd sent its notice, all of its start)', col((p) => p.envd)],
     ['POST /init', col((p) => p.init)],
     ['record update (running)', col((p) => p.update)],
     ['sandbox.Service.Create total', col((p) => p.total)],

@@ -334,7 +334,7 @@ func (r *Runtime) boot(ctx context.Context, id string, m meta, images string, st
 	defer devnull.Close()
 	proc := envdProcess(devnull, logf)
 	if images == "" {
-		if err := c.Run(proc); err != nil {
+		if _, err := r.startEnvd(ctx, c, proc); err != nil {
 			if tail := logTail(dir, 512); tail != "" {
 				err = fmt.Errorf("%w; envd output: %s", err, tail)
 			}

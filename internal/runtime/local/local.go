@@ -43,6 +43,7 @@ import (
 	goruntime "runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -448,16 +449,9 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	defer devnull.Close()
-	proc := &libcontainer.Process{
-		Args:   []string{EnvdPath, "envd", "--listen", fmt.Sprintf("0.0.0.0:%d", runtime.EnvdPort)},
-		Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		Cwd:    "/",
-		Stdin:  devnull,
-		Stdout: logf,
-		Stderr: logf,
-		Init:   true,
-	}
-	if err := c.Run(proc); err != nil {
+	proc := envdProcess(devnull, logf)
+	tRun, err := r.startEnvd(ctx, c, proc)
+	if err != nil {
 		// The sandbox dir goes with the rollback: keep what envd said.
 		if tail := logTail(r.dir(id), 512); tail != "" {
 			err = fmt.Errorf("%w; envd output: %s", err, tail)
@@ -465,9 +459,10 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 		return runtime.Info{}, fmt.Errorf("create sandbox %s: start envd: %w", id, err)
 	}
 	r.watch(id, proc)
-	tRun := time.Now()
+	tListen := time.Now()
 	r.log.Debug("sandbox created", "sandbox", id, "overlay", tOverlay.Sub(t0), "network", nw.at.Sub(t0),
-		"networkWait", tNet.Sub(tOverlay), "config", tConfig.Sub(tNet), "container", tRun.Sub(tConfig))
+		"networkWait", tNet.Sub(tOverlay), "config", tConfig.Sub(tNet), "container", tRun.Sub(tConfig),
+		"envdListen", tListen.Sub(tRun))
 
 	info = runtime.Info{ID: id, State: runtime.StateRunning, CreatedAt: m.CreatedAt, Labels: copyLabels(spec.Labels),
 		Layers: slices.Clone(spec.Layers)}
@@ -535,6 +530,42 @@ func copyLabels(l map[string]string) map[string]string {
 
 // watch reaps the init of a container this process started, so it never
 // lingers as a zombie.
+// envdListenWait bounds how long a start waits for envd's notice that it
+// listens; past it the caller's health check takes over.
+const envdListenWait = 10 * time.Second
+
+// startEnvd runs proc (envdProcess) as the container's init and waits until
+// envd says it listens: it writes a byte to a pipe it inherits (envd
+// --ready-fd), so the caller's first /health finds envd up instead of
+// polling for it, each refused dial costing the CPUs envd is starting on.
+// An envd that exits first, or says nothing within envdListenWait or ctx,
+// only ends the wait: the caller's health check reports it. It returns
+// the time Run returned.
+func (r *Runtime) startEnvd(ctx context.Context, c *libcontainer.Container, proc *libcontainer.Process) (time.Time, error) {
+	ready, notify, err := os.Pipe()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("envd ready pipe: %w", err)
+	}
+	defer ready.Close()
+	proc.ExtraFiles = append(proc.ExtraFiles, notify)
+	proc.Args = append(proc.Args, "--ready-fd", strconv.Itoa(2+len(proc.ExtraFiles)))
+	err = c.Run(proc)
+	notify.Close() // envd holds the only write end now: its exit ends the wait
+	ran := time.Now()
+	if err != nil {
+		return ran, err
+	}
+	deadline := ran.Add(envdListenWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = ready.SetReadDeadline(deadline)
+	if _, err := ready.Read(make([]byte, 1)); err != nil {
+		r.log.Debug("no listen notice from envd", "err", err)
+	}
+	return ran, nil
+}
+
 func (r *Runtime) watch(id string, p *libcontainer.Process) {
 	pid, _ := p.Pid()
 	w := &initWaiter{pid: pid, done: make(chan struct{})}

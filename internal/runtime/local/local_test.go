@@ -524,7 +524,7 @@ func TestIsolation(t *testing.T) {
 		}
 	}
 	cmdline := strings.Split(strings.TrimRight(readTrim(t, fmt.Sprintf("/proc/%d/cmdline", pid)), "\x00"), "\x00")
-	if want := []string{local.EnvdPath, "envd", "--listen", "0.0.0.0:49983"}; strings.Join(cmdline, " ") != strings.Join(want, " ") {
+	if want := []string{local.EnvdPath, "envd", "--listen", "0.0.0.0:49983", "--ready-fd", "3"}; strings.Join(cmdline, " ") != strings.Join(want, " ") {
 		t.Errorf("init cmdline %q, want %q", cmdline, want)
 	}
 	var own syscall.Rlimit
@@ -682,6 +682,43 @@ func TestEnvdFiles(t *testing.T) {
 	}
 	if st.Uid != runtime.UIDBase+1000 || st.Gid != runtime.UIDBase+1000 {
 		t.Errorf("uploaded file owned by %d:%d on the host, want %d (user 1000 shifted)", st.Uid, st.Gid, runtime.UIDBase+1000)
+	}
+}
+
+// Create returns once envd listens (its --ready-fd notice): one dial right
+// after it connects, and envd keeps no end of the notice's pipe.
+func TestCreateReturnsWithEnvdListening(t *testing.T) {
+	d := newDriver(nil)
+	root := newRoot(t)
+	rt := d.open(t, root, nil)
+	t.Cleanup(func() { rt.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		id := conformance.NewID()
+		if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: layers}); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := rt.Destroy(context.Background(), id); err != nil {
+				t.Errorf("Destroy: %v", err)
+			}
+		})
+		conn, err := rt.Dial(ctx, id, runtime.EnvdPort)
+		if err != nil {
+			t.Fatalf("sandbox %d: dial envd right after Create: %v", i, err)
+		}
+		conn.Close()
+		pid := initPid(t, root, id)
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fd := range fds {
+			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.HasPrefix(target, "pipe:") {
+				t.Errorf("sandbox %d: envd holds fd %s -> %s", i, fd.Name(), target)
+			}
+		}
 	}
 }
 
