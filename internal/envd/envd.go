@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/paddockhq/paddock/api/envd/filesystem/filesystemconnect"
@@ -45,6 +46,33 @@ type Daemon struct {
 	files     *filesystem.Service
 	handler   http.Handler
 	server    *http.Server
+	rpc       *rpcHandlers
+}
+
+// rpcHandlers are envd's Connect services, built on first need: building
+// them resolves the services' protobuf descriptors (about 2 ms on a small
+// VM), which envd's first /health and /init do not need, so envd answers
+// those sooner. /init has them built in the background (prepare), while
+// the sandbox's creator records it and answers its client, so the
+// client's first call finds them ready.
+type rpcHandlers struct {
+	build    func() (process, filesystem http.Handler)
+	once     sync.Once
+	prepared sync.Once
+	process  http.Handler
+	files    http.Handler
+}
+
+// get returns the handlers, building them on the first call.
+func (h *rpcHandlers) get() (process, filesystem http.Handler) {
+	h.once.Do(func() { h.process, h.files = h.build() })
+	return h.process, h.files
+}
+
+// prepare builds the handlers in the background, once; the goroutine ends
+// when they are built.
+func (h *rpcHandlers) prepare() {
+	h.prepared.Do(func() { go h.get() })
 }
 
 // New builds a Daemon in its initial state: no access token and root as
@@ -61,11 +89,20 @@ func New(cfg Config) *Daemon {
 	d.processes = process.NewService(d.state, log.With("service", "process"))
 	d.files = filesystem.NewService(d.state, log.With("service", "filesystem"))
 
+	d.rpc = &rpcHandlers{build: func() (http.Handler, http.Handler) {
+		_, proc := processconnect.NewProcessHandler(d.processes)
+		_, files := filesystemconnect.NewFilesystemHandler(d.files)
+		return proc, files
+	}}
 	mux := http.NewServeMux()
-	procPath, procHandler := processconnect.NewProcessHandler(d.processes)
-	fsPath, fsHandler := filesystemconnect.NewFilesystemHandler(d.files)
-	mux.Handle(procPath, d.requireToken(procHandler))
-	mux.Handle(fsPath, d.requireToken(fsHandler))
+	mux.Handle("/"+processconnect.ProcessName+"/", d.requireToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proc, _ := d.rpc.get()
+		proc.ServeHTTP(w, r)
+	})))
+	mux.Handle("/"+filesystemconnect.FilesystemName+"/", d.requireToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, files := d.rpc.get()
+		files.ServeHTTP(w, r)
+	})))
 	mux.Handle("/files", d.files.FilesHandler()) // token or signature, checked inside
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")

@@ -64,6 +64,8 @@ func (d *Daemon) handleInit(w http.ResponseWriter, r *http.Request) {
 	if d.state.Apply(in) {
 		d.log.Info("init applied", "defaultUser", d.state.DefaultUser(), "defaultWorkdir", d.state.DefaultWorkdir(), "envVars", len(req.EnvVars), "token", d.state.AccessToken() != "")
 	}
+	// The client's first RPC follows soon: build the services meanwhile.
+	d.rpc.prepare()
 	w.Header().Set("X-Envd-Version", Version)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
