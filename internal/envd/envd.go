@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/paddockhq/paddock/api/envd/filesystem/filesystemconnect"
@@ -61,11 +62,15 @@ type rpcHandlers struct {
 	prepared sync.Once
 	process  http.Handler
 	files    http.Handler
+	built    atomic.Bool // for tests
 }
 
 // get returns the handlers, building them on the first call.
 func (h *rpcHandlers) get() (process, filesystem http.Handler) {
-	h.once.Do(func() { h.process, h.files = h.build() })
+	h.once.Do(func() {
+		h.process, h.files = h.build()
+		h.built.Store(true)
+	})
 	return h.process, h.files
 }
 
