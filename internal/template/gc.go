@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/paddockhq/paddock/internal/runtime"
@@ -258,13 +259,39 @@ func (m *Manager) CollectGarbage(ctx context.Context, grace time.Duration) ([]st
 	return removed, nil
 }
 
+// layerLister is what a runtime may offer beside List: every sandbox's
+// layers by ID (nil when not known yet) without the rest of its state,
+// which can cost far more (runtime/local offers it).
+type layerLister interface {
+	Layers(ctx context.Context) (map[string][]string, error)
+}
+
+// listLayers lists the runtime's sandboxes with their layers, through
+// layerLister when the runtime has it.
+func (m *Manager) listLayers(ctx context.Context) ([]runtime.Info, error) {
+	ll, ok := m.cfg.Runtime.(layerLister)
+	if !ok {
+		return m.cfg.Runtime.List(ctx)
+	}
+	byID, err := ll.Layers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]runtime.Info, 0, len(byID))
+	for id, layers := range byID {
+		out = append(out, runtime.Info{ID: id, Layers: layers})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
 // sandboxLayers lists the runtime's sandboxes. A sandbox being created or
 // destroyed may not tell its layers for a moment: the listing is retried
 // for up to unknownLayersWait before the caller gives up.
 func (m *Manager) sandboxLayers(ctx context.Context) ([]runtime.Info, error) {
 	deadline := time.Now().Add(unknownLayersWait)
 	for {
-		boxes, err := m.cfg.Runtime.List(ctx)
+		boxes, err := m.listLayers(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("list sandboxes: %w", err)
 		}

@@ -3,6 +3,7 @@ package template
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,22 @@ type listRuntime struct {
 
 func (r *listRuntime) List(context.Context) ([]runtime.Info, error) { return r.infos, nil }
 
+// layersRuntime offers the same sandboxes through Layers only, as
+// runtime/local does beside its costlier List: the collector must use it.
+type layersRuntime struct{ *listRuntime }
+
+func (r layersRuntime) List(context.Context) ([]runtime.Info, error) {
+	return nil, errors.New("List called although the runtime has Layers")
+}
+
+func (r layersRuntime) Layers(context.Context) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, in := range r.infos {
+		out[in.ID] = in.Layers
+	}
+	return out, nil
+}
+
 // commitLayer commits a one-file layer and returns its digest.
 func commitLayer(t *testing.T, l *Layers, content string) string {
 	t.Helper()
@@ -41,8 +58,20 @@ func commitLayer(t *testing.T, l *Layers, content string) string {
 }
 
 func TestCollectGarbage(t *testing.T) {
-	rt := &listRuntime{}
-	m, err := New(Config{DataDir: t.TempDir(), Store: newMemStore(), Runtime: rt})
+	t.Run("List", func(t *testing.T) {
+		rt := &listRuntime{}
+		testCollectGarbage(t, rt, rt)
+	})
+	t.Run("Layers", func(t *testing.T) {
+		rt := &listRuntime{}
+		testCollectGarbage(t, rt, layersRuntime{rt})
+	})
+}
+
+// testCollectGarbage runs the collector over the sandboxes in rt.infos,
+// which the runtime given to the Manager reports.
+func testCollectGarbage(t *testing.T, rt *listRuntime, given runtime.Runtime) {
+	m, err := New(Config{DataDir: t.TempDir(), Store: newMemStore(), Runtime: given})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -677,17 +677,9 @@ func mapStatus(s libcontainer.Status) runtime.State {
 
 // List implements runtime.Runtime.
 func (r *Runtime) List(ctx context.Context) ([]runtime.Info, error) {
-	ids := map[string]bool{}
-	for _, d := range []string{r.sandboxDir, r.stateDir} {
-		ents, err := os.ReadDir(d)
-		if err != nil {
-			return nil, fmt.Errorf("list sandboxes: %w", err)
-		}
-		for _, e := range ents {
-			if e.IsDir() && validID(e.Name()) {
-				ids[e.Name()] = true
-			}
-		}
+	ids, err := r.ids()
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
 	out := make([]runtime.Info, 0, len(ids))
 	for id := range ids {
@@ -701,6 +693,54 @@ func (r *Runtime) List(ctx context.Context) ([]runtime.Info, error) {
 		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// ids returns the IDs that have a sandbox dir or container state.
+func (r *Runtime) ids() (map[string]bool, error) {
+	ids := map[string]bool{}
+	for _, d := range []string{r.sandboxDir, r.stateDir} {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if e.IsDir() && validID(e.Name()) {
+				ids[e.Name()] = true
+			}
+		}
+	}
+	return ids, nil
+}
+
+// Layers returns the root filesystem layers of every sandbox the runtime
+// holds, by ID, as List reports them, but from the sandboxes' meta files
+// alone: what layer garbage collection needs, without loading every
+// container's state (List costs about 1 ms a sandbox here, which at 500
+// sandboxes took the CPUs from requests for half a second a minute). A
+// sandbox whose layers are not known (being created, or its meta torn)
+// maps to nil.
+func (r *Runtime) Layers(ctx context.Context) (map[string][]string, error) {
+	ids, err := r.ids()
+	if err != nil {
+		return nil, fmt.Errorf("list sandbox layers: %w", err)
+	}
+	out := make(map[string][]string, len(ids))
+	for id := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("list sandbox layers: %w", err)
+		}
+		if m, err := readMeta(r.dir(id)); err == nil {
+			out[id] = m.Layers
+			continue
+		}
+		_, dirErr := os.Stat(r.dir(id))
+		_, stateErr := os.Stat(filepath.Join(r.stateDir, id))
+		if errors.Is(dirErr, fs.ErrNotExist) && errors.Is(stateErr, fs.ErrNotExist) {
+			continue // destroyed meanwhile
+		}
+		out[id] = nil
+	}
 	return out, nil
 }
 

@@ -722,6 +722,61 @@ func TestCreateReturnsWithEnvdListening(t *testing.T) {
 	}
 }
 
+// Layers reports what List reports of each sandbox's layers, from the meta
+// files alone: running sandboxes, a half-created one (no layers recorded)
+// and one whose meta is torn (nil: not known).
+func TestLayersMatchList(t *testing.T) {
+	d := newDriver(nil)
+	ctx := context.Background()
+	rt, root := sandbox(t, d, runtime.Spec{})
+	second := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: second, Layers: layers[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := rt.Destroy(context.Background(), second); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	for _, c := range []struct{ id, meta string }{
+		{conformance.NewID(), `{"createdAt":"2026-01-01T00:00:00Z"}`},
+		{conformance.NewID(), ""},
+	} {
+		dir := filepath.Join(root, "sandboxes", c.id)
+		if err := os.MkdirAll(filepath.Join(dir, "upper"), 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "meta.json"), []byte(c.meta), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := rt.Destroy(context.Background(), c.id); err != nil {
+				t.Errorf("Destroy: %v", err)
+			}
+		})
+	}
+	infos, err := rt.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rt.Layers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(infos) || len(infos) != 4 {
+		t.Fatalf("Layers has %d sandboxes, List %d; want 4 each", len(got), len(infos))
+	}
+	for _, in := range infos {
+		l, ok := got[in.ID]
+		if !ok || !slices.Equal(l, in.Layers) || (l == nil) != (in.Layers == nil) {
+			t.Errorf("sandbox %s: Layers %v (listed %v), List %v", in.ID, l, ok, in.Layers)
+		}
+	}
+	if l := got[second]; len(l) != 1 || l[0] != layers[0] {
+		t.Errorf("second sandbox's layers %v, want %v", l, layers[:1])
+	}
+}
+
 // TestMemoryLimit checks that a process over the memory limit is killed
 // while envd survives.
 func TestMemoryLimit(t *testing.T) {
