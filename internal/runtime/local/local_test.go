@@ -686,7 +686,7 @@ func TestEnvdFiles(t *testing.T) {
 }
 
 // Create returns once envd listens (its --ready-fd notice): one dial right
-// after it connects, and envd keeps no end of the notice's pipe.
+// after it connects, and envd does not keep its end of the notice's pipe.
 func TestCreateReturnsWithEnvdListening(t *testing.T) {
 	d := newDriver(nil)
 	root := newRoot(t)
@@ -709,17 +709,37 @@ func TestCreateReturnsWithEnvdListening(t *testing.T) {
 			t.Fatalf("sandbox %d: dial envd right after Create: %v", i, err)
 		}
 		conn.Close()
+		// envd closes its end right after writing the notice, which may be
+		// a moment after Create returned.
 		pid := initPid(t, root, id)
-		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, fd := range fds {
-			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.HasPrefix(target, "pipe:") {
-				t.Errorf("sandbox %d: envd holds fd %s -> %s", i, fd.Name(), target)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			pipes := pipeFds(t, pid)
+			if len(pipes) == 0 {
+				break
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sandbox %d: envd still holds %v 5 s after Create", i, pipes)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
+}
+
+// pipeFds lists the pipes process pid holds open ("fd -> pipe:[inode]").
+func pipeFds(t *testing.T, pid int) []string {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.HasPrefix(target, "pipe:") {
+			out = append(out, fd.Name()+" -> "+target)
+		}
+	}
+	return out
 }
 
 // Layers reports what List reports of each sandbox's layers, from the meta
