@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,7 +45,7 @@ func (c *countingSandboxes) dialer(id string) func(ctx context.Context, port int
 func idleConns(p *Proxy, id string) int {
 	p.up.mu.Lock()
 	defer p.up.mu.Unlock()
-	return len(p.up.idle[id+":"+strconv.Itoa(EnvdPort)])
+	return len(p.up.idle[upstreamHost(id, EnvdPort)])
 }
 
 // Preconnect opens the connection the first request to a sandbox's envd

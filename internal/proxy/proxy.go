@@ -131,7 +131,7 @@ func New(cfg Config) *Proxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			t := pr.In.Context().Value(targetKey{}).(*target)
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = t.id + ":" + strconv.Itoa(t.port)
+			pr.Out.URL.Host = upstreamHost(t.id, t.port)
 			pr.Out.Host = pr.In.Host
 			if t.port != EnvdPort && t.route.MaskRequestHost != "" {
 				pr.Out.Host = strings.ReplaceAll(t.route.MaskRequestHost, "${PORT}", strconv.Itoa(t.port))
@@ -375,7 +375,7 @@ func (p *Proxy) forwardEnvd(w http.ResponseWriter, r *http.Request, t *target) {
 func envdRequest(out *http.Request, t *target) *http.Request {
 	out.RequestURI = ""
 	out.URL.Scheme = "http"
-	out.URL.Host = t.id + ":" + strconv.Itoa(t.port)
+	out.URL.Host = upstreamHost(t.id, t.port)
 	out.Close = false // the client's connection, not envd's
 	if out.ContentLength == 0 {
 		out.Body = nil
@@ -492,6 +492,11 @@ func FileSignature(path, operation, username, token string, expiration *int64) s
 	return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
+// upstreamHost is the host of a request's outgoing URL to a sandbox port:
+// "<id>:<port>". It keys the upstream's kept connections (and the dial
+// resolves it back), so Preconnect and the forwarders must agree on it.
+func upstreamHost(id string, port int) string { return id + ":" + strconv.Itoa(port) }
+
 // preconnectWait bounds one Preconnect dial.
 const preconnectWait = 2 * time.Second
 
@@ -518,7 +523,7 @@ func (p *Proxy) Preconnect(id string, dial func(ctx context.Context, port int) (
 			p.log.Debug("proxy preconnect", "sandbox", id, "err", err)
 			return
 		}
-		p.up.put(newUpConn(id+":"+strconv.Itoa(EnvdPort), conn))
+		p.up.put(newUpConn(upstreamHost(id, EnvdPort), conn))
 	}()
 }
 

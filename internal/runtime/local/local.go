@@ -528,8 +528,6 @@ func copyLabels(l map[string]string) map[string]string {
 	return out
 }
 
-// watch reaps the init of a container this process started, so it never
-// lingers as a zombie.
 // envdListenWait bounds how long a start waits for envd's notice that it
 // listens; past it the caller's health check takes over.
 const envdListenWait = 10 * time.Second
@@ -566,6 +564,8 @@ func (r *Runtime) startEnvd(ctx context.Context, c *libcontainer.Container, proc
 	return ran, nil
 }
 
+// watch reaps the init of a container this process started, so it never
+// lingers as a zombie.
 func (r *Runtime) watch(id string, p *libcontainer.Process) {
 	pid, _ := p.Pid()
 	w := &initWaiter{pid: pid, done: make(chan struct{})}
