@@ -341,6 +341,7 @@ func (r *Runtime) boot(ctx context.Context, id string, m meta, images string, st
 			return fmt.Errorf("start envd: %w", err)
 		}
 		r.watch(id, proc)
+		r.detachHostMounts(id)
 		return nil
 	}
 	// CRIU reopens inherited files (through /proc/self/fd) as the restored
@@ -368,7 +369,17 @@ func (r *Runtime) boot(ctx context.Context, id string, m meta, images string, st
 		return fmt.Errorf("restore memory checkpoint: %w", err)
 	}
 	r.watch(id, proc)
+	r.detachHostMounts(id)
 	return nil
+}
+
+// detachHostMounts detaches a started sandbox's root filesystem and sysfs
+// from the runtime's mount namespace (see the function of that name); a
+// failure only leaves them there, for Destroy to remove.
+func (r *Runtime) detachHostMounts(id string) {
+	if err := detachHostMounts(r.dir(id)); err != nil {
+		r.log.Warn("sandbox mounts stay in the runtime's namespace", "sandbox", id, "err", err)
+	}
 }
 
 // netnsOf returns the network namespace path a container joined ("" for

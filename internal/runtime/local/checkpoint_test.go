@@ -184,6 +184,7 @@ func testCheckpointRestore(t *testing.T, d *driver) {
 	if err := conformance.WaitHealthy(ctx, rt, id); err != nil {
 		t.Fatal(err)
 	}
+	checkMountsOnlyInContainer(t, root, id, d.net != nil)
 	if n := waitCounter(t, host, at+3); n > at+200 {
 		t.Errorf("counter at %d after restore, from %d at checkpoint: not continuing", n, at)
 	}

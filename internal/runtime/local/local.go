@@ -20,10 +20,12 @@
 //	RootDir/sandboxes/<id>/meta.json labels and creation time
 //	RootDir/sandboxes/<id>/upper    the sandbox's writable layer
 //	RootDir/sandboxes/<id>/work     overlayfs work dir
-//	RootDir/sandboxes/<id>/rootfs   the merged root filesystem (a mount)
+//	RootDir/sandboxes/<id>/rootfs   the merged root filesystem (mounted here
+//	                                while a container is built on it; then
+//	                                only in the container's mount namespace)
 //	RootDir/sandboxes/<id>/etc/     hostname, hosts, resolv.conf (bind-mounted)
 //	RootDir/sandboxes/<id>/sys      sysfs of the sandbox's network namespace
-//	                                (a mount; only with a network manager)
+//	                                (as rootfs; only with a network manager)
 //	RootDir/sandboxes/<id>/envd.log envd's stdout and stderr (capped)
 //	RootDir/sandboxes/<id>/checkpoint/ CRIU images while checkpointed
 //	                                (more in checkpoint.go)
@@ -460,6 +462,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (info runtime.I
 	}
 	r.watch(id, proc)
 	tListen := time.Now()
+	r.detachHostMounts(id)
 	r.log.Debug("sandbox created", "sandbox", id, "overlay", tOverlay.Sub(t0), "network", nw.at.Sub(t0),
 		"networkWait", tNet.Sub(tOverlay), "config", tConfig.Sub(tNet), "container", tRun.Sub(tConfig),
 		"envdListen", tListen.Sub(tRun))

@@ -1275,3 +1275,76 @@ func TestNetworkIsolation(t *testing.T) {
 func regexpMatch(pattern, s string) bool {
 	return regexp.MustCompile(pattern).MatchString(s)
 }
+
+// TestSandboxMountsOnlyInContainer checks that a sandbox's root filesystem
+// and sysfs live only in its container's mount namespace once it runs: each
+// mount left in the runtime's namespace would be copied into every later
+// sandbox's.
+func TestSandboxMountsOnlyInContainer(t *testing.T) {
+	t.Run("NoNetwork", func(t *testing.T) { testSandboxMountsOnlyInContainer(t, newDriver(nil)) })
+	t.Run("Network", func(t *testing.T) { testSandboxMountsOnlyInContainer(t, newNetDriver(t)) })
+}
+
+func testSandboxMountsOnlyInContainer(t *testing.T, d *driver) {
+	root := newRoot(t)
+	rt := d.open(t, root, nil)
+	t.Cleanup(func() { rt.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := conformance.NewID()
+	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: layers}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := rt.Destroy(context.Background(), id); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	checkMountsOnlyInContainer(t, root, id, d.net != nil)
+	// What the sandbox writes still reaches its writable layer.
+	if out, code := execIn(t, root, id, "sh", "-c", "echo written > /tmp/marker"); code != 0 {
+		t.Fatalf("write in sandbox: exit %d: %s", code, out)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "sandboxes", id, "upper", "tmp", "marker"))
+	if err != nil || string(b) != "written\n" {
+		t.Errorf("upper/tmp/marker: %q, %v; want the sandbox's write", b, err)
+	}
+}
+
+// checkMountsOnlyInContainer fails the test when the sandbox's dir has
+// mounts in this process's mount namespace, or when its running container
+// lacks its overlay root (and, with a network, the sysfs of its network
+// namespace at /sys).
+func checkMountsOnlyInContainer(t *testing.T, root, id string, withNetwork bool) {
+	t.Helper()
+	dir := filepath.Join(root, "sandboxes", id)
+	if ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(dir)); len(ms) > 0 {
+		t.Errorf("%s is mounted in the runtime's mount namespace; only the sandbox's should hold it", ms[0].Mountpoint)
+	}
+	pid := initPid(t, root, id)
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ms, err := mountinfo.GetMountsFromReader(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fstype := map[string]string{}
+	for _, m := range ms {
+		fstype[m.Mountpoint] = m.FSType
+	}
+	if fstype["/"] != "overlay" {
+		t.Errorf("sandbox's / is %q, want overlay", fstype["/"])
+	}
+	if !withNetwork {
+		return
+	}
+	if fstype["/sys"] != "sysfs" {
+		t.Errorf("sandbox's /sys is %q, want sysfs", fstype["/sys"])
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/sys/class/net/%s", pid, network.PeerName)); err != nil {
+		t.Errorf("the sandbox's /sys does not show its own network device: %v", err)
+	}
+}
