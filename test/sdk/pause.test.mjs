@@ -209,7 +209,11 @@ describe('pause, resume and snapshots with memory (paddock serve)', () => {
   test('auto-pause at a 3 s timeout, then auto-resume through the proxy with in-memory state', T, async (t) => {
     const sbx = await create(undefined, { timeoutMs: 3_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
     const id = sbx.sandboxId
-    await sbx.commands.run(HIT_SERVER(8080), { background: true })
+    // Stop listening to the server's output: a stream the pause cuts makes
+    // the SDK probe envd's /health through the proxy, which auto-resumes the
+    // sandbox as soon as its save ends, before this test's own requests.
+    const hitServer = await sbx.commands.run(HIT_SERVER(8080), { background: true })
+    await hitServer.disconnect()
     let first
     await waitFor(
       async () => {
