@@ -1286,20 +1286,8 @@ func TestSandboxMountsOnlyInContainer(t *testing.T) {
 }
 
 func testSandboxMountsOnlyInContainer(t *testing.T, d *driver) {
-	root := newRoot(t)
-	rt := d.open(t, root, nil)
-	t.Cleanup(func() { rt.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	id := conformance.NewID()
-	if _, err := rt.Create(ctx, runtime.Spec{ID: id, Layers: layers}); err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := rt.Destroy(context.Background(), id); err != nil {
-			t.Errorf("Destroy: %v", err)
-		}
-	})
+	_, root := sandbox(t, d, runtime.Spec{ID: id})
 	checkMountsOnlyInContainer(t, root, id, d.net != nil)
 	// What the sandbox writes still reaches its writable layer.
 	if out, code := execIn(t, root, id, "sh", "-c", "echo written > /tmp/marker"); code != 0 {
