@@ -118,8 +118,13 @@ describe('isolation', () => {
         what: 'the three marker processes on the host',
       })
       await waitFor(async () => (await processesSeenBy(b)).some((p) => p.cmd.startsWith(nbrMarker)), { what: 'the neighbour seeing its marker' })
-
-      const seen = await processesSeenBy(a)
+      // The host already matches the login shell that is about to exec the
+      // marker (its command line holds the marker too): wait for the exec.
+      let seen = []
+      await waitFor(async () => (seen = await processesSeenBy(a)).some((p) => p.cmd.startsWith(ownMarker)), {
+        what: 'the sandbox seeing its own marker',
+        describe: () => seen.map((p) => `${p.pid} ${p.cmd}`).join('; '),
+      })
       const listing = seen.map((p) => `${p.pid} ${p.cmd}`).join('\n')
       const pid1 = seen.find((p) => p.pid === 1)
       assert.ok(pid1?.cmd.startsWith(ENVD_CMD), `PID 1 inside should be envd, got ${JSON.stringify(pid1)}:\n${listing}`)
